@@ -1,0 +1,1 @@
+"""neuron-explainer: the domain core. Plain Python + torch; knows nothing of GraphQL."""
