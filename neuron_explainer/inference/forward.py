@@ -177,7 +177,9 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
                 n: (g if g is not None else torch.zeros_like(store[n]))
                 for n, g in zip(grad_names, found, strict=True)
             }
-        lm_losses = _lm_losses(logits.detach(), tokens, lengths)
+        lm_losses: list[float | None] = [None] * len(requests)
+        if any(r.lm_loss for r in requests):
+            lm_losses = _lm_losses(logits.detach(), tokens, lengths)
 
     cpu_store = {n: v.detach().cpu() for n, v in store.items()}
     cpu_grads = {n: g.detach().cpu() for n, g in grads.items()}
@@ -192,7 +194,7 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
                 activations={h: _row(cpu_store[h], h, row, n) for h in r.captures | r.grad_captures},
                 grads={h: _row(cpu_grads[h], h, row, n) for h in r.grad_captures},
                 last_logits=last_cpu[row].clone(),
-                lm_loss=lm_losses[row],
+                lm_loss=lm_losses[row] if r.lm_loss else None,
                 loss=float(loss.item()) if loss is not None else None,
             )
         )

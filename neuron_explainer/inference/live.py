@@ -143,13 +143,14 @@ def request_for(
     grad_captures: Iterable[str] = (),
     ablations: Sequence[Ablation] = (),
     loss: LossConfig | None = None,
+    lm_loss: bool = False,
 ) -> ForwardRequest:
     """A request capturing every hook the given nodes need (see ``hook_names.hooks_for``)."""
     captures: set[str] = set(extra_captures)
     for node in nodes:
         captures |= hook_names.hooks_for(node)
     return ForwardRequest(
-        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss
+        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss
     )
 
 

@@ -44,6 +44,8 @@ class ForwardRequest:
     """Hook names whose gradient of the loss comes back in ``ForwardResult.grads``; needs ``loss``."""
     ablations: tuple[Ablation, ...] = ()
     loss: LossConfig | None = None
+    lm_loss: bool = False
+    """Also compute the prompt's mean next-token cross-entropy (a log-softmax over every position)."""
 
     @property
     def needs_grad(self) -> bool:
@@ -63,6 +65,7 @@ class ForwardRequest:
             self.grad_captures | other.grad_captures,
             self.ablations,
             self.loss,
+            self.lm_loss or other.lm_loss,
         )
 
 
@@ -78,6 +81,6 @@ class ForwardResult:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     last_logits: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # [vocab], at the last token
     lm_loss: float | None = None
-    """Mean next-token cross-entropy over the prompt (``None`` for a single token)."""
+    """Mean next-token cross-entropy over the prompt (``None`` unless asked for, or for a single token)."""
     loss: float | None = None
     """The ``LossConfig`` value, when one was given."""

@@ -136,9 +136,9 @@ def _generate_toy(spec: AutoencoderSpec, n_layers: int, d_input: int, folder: Pa
         encoder = torch.randn(n, d_input, generator=gen) / d_input**0.5  # [n, d]
         decoder = encoder.T / encoder.norm(dim=1)  # [d, n], unit-norm columns along the read direction
         ae = Autoencoder(
-            pre_bias=0.01 * torch.randn(d_input, generator=gen),
+            pre_bias=0.001 * torch.randn(d_input, generator=gen),
             encoder_weight=encoder,
-            latent_bias=-0.05 * torch.rand(n, generator=gen),
+            latent_bias=-0.002 * torch.rand(n, generator=gen),  # the toy's activations are small
             decoder_weight=decoder.contiguous(),
             activation_frequency=0.01 + 0.2 * torch.rand(n, generator=gen),
         )
