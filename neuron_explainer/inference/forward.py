@@ -6,7 +6,9 @@ unbatched run within float rounding, ~1e-6). Hooks are attached for this pass on
 removed, even when the forward raises. Order on a hook point: ablations, then captures, then the
 autoencoder insertion — so captures see ablated values and autoencoders read ablated neurons.
 Autoencoders are inserted only at layers where some request reads, ablates or differentiates their
-latents (elsewhere the model output would be unchanged anyway).
+latents (elsewhere the model output would be unchanged anyway). Logits are computed only at each
+row's last position (HF ``logits_to_keep``) unless a request asks for the prompt's ``lm_loss``: the
+unembedding over every position dominates a small model's forward.
 """
 
 from __future__ import annotations
@@ -156,10 +158,16 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
 
     grad_mode: Any = torch.enable_grad() if needs_grad else torch.inference_mode()
     with grad_mode, _attached(model, hooks):
-        logits = model.bridge(tokens)  # [batch, pos, vocab]
-        rows = torch.arange(len(requests), device=logits.device)
-        last = torch.tensor(lengths, device=logits.device) - 1
-        last_logits = logits[rows, last]  # [batch, vocab]
+        rows = torch.arange(len(requests), device=tokens.device)
+        last = torch.tensor(lengths, device=tokens.device) - 1  # [batch]
+        want_lm_loss = any(r.lm_loss for r in requests)
+        if want_lm_loss:
+            logits = model.bridge(tokens)  # [batch, pos, vocab]
+            last_logits = logits[rows, last]  # [batch, vocab]
+        else:  # unembed only the positions some row ends at: most of a small model's cost otherwise
+            keep, slot = torch.unique(last, sorted=True, return_inverse=True)
+            kept = model.bridge(tokens, logits_to_keep=keep)  # [batch, len(keep), vocab]
+            last_logits = kept[rows, slot]  # [batch, vocab]
         losses: list[torch.Tensor | None] = [None] * len(requests)
         for row, r in enumerate(requests):
             if r.loss is not None:
@@ -178,7 +186,7 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
                 for n, g in zip(grad_names, found, strict=True)
             }
         lm_losses: list[float | None] = [None] * len(requests)
-        if any(r.lm_loss for r in requests):
+        if want_lm_loss:
             lm_losses = _lm_losses(logits.detach(), tokens, lengths)
 
     cpu_store = {n: v.detach().cpu() for n, v in store.items()}
