@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -168,27 +169,25 @@ class InferenceEngine:
             self.forward_count += 1
             return list(run_batch(self.model, requests))
         except torch.cuda.OutOfMemoryError as exc:
-            self.oom_count += 1
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if len(requests) == 1:
-                n = len(requests[0].tokens)
-                log.warning("CUDA out of memory on a single request of %d tokens", n)
-                return [
-                    LimitExceeded(
-                        f"out of GPU memory running one request of {n} tokens ({exc}); try a shorter prompt",
-                        limit="gpu_memory",
-                        tokens=n,
-                    )
-                ]
-            half = len(requests) // 2
-            log.warning(
-                "CUDA out of memory on a batch of %d: retrying as %d + %d",
-                len(requests),
-                half,
-                len(requests) - half,
-            )
-            return self._run_on_worker(requests[:half]) + self._run_on_worker(requests[half:])
+            reason = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+        # Out of the except block the traceback, and with it the failed pass's tensors, is gone.
+        self.oom_count += 1
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(requests) == 1:
+            n = len(requests[0].tokens)
+            log.warning("CUDA out of memory on a single request of %d tokens", n)
+            return [
+                LimitExceeded(
+                    f"out of GPU memory running one request of {n} tokens ({reason}); try a shorter prompt",
+                    limit="gpu_memory",
+                    tokens=n,
+                )
+            ]
+        half = len(requests) // 2
+        log.warning("CUDA out of memory on a batch of %d: retrying as two halves", len(requests))
+        return self._run_on_worker(requests[:half]) + self._run_on_worker(requests[half:])
 
 
 def _settle(pending: _Pending, outcome: ForwardResult | BaseException) -> None:
