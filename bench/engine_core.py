@@ -68,7 +68,7 @@ async def _bench(model: LoadedModel, repeats: int) -> dict[str, float]:
         with torch.inference_mode():
             return model.bridge(batch)
 
-    engine = InferenceEngine(model, max_batch_size=16, max_wait_ms=1)
+    engine = InferenceEngine(model, max_batch_size=16)
 
     async def one_query() -> list[float]:
         result = await engine.run(live.request_for(tokens, nodes=[node]))
@@ -88,7 +88,7 @@ async def _bench(model: LoadedModel, repeats: int) -> dict[str, float]:
 
     prompts = [live.tokenize_prompt(model, f"Client {i} asks: " + TEXT)[:64] for i in range(16)]
     requests = [live.request_for(p, nodes=[node]) for p in prompts]
-    engines = {16: InferenceEngine(model, 16, max_wait_ms=1), 1: InferenceEngine(model, 1, max_wait_ms=1)}
+    engines = {16: InferenceEngine(model, 16), 1: InferenceEngine(model, 1)}
     elapsed = {16: 0.0, 1: 0.0}
     for round_ in range(4):
         for size, eng in engines.items():

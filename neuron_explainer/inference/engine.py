@@ -6,8 +6,10 @@ When a batch is released (the whole policy): pending requests wait in a queue on
 The dispatcher releases a batch only while the worker is idle (at most one batch in flight, so
 requests arriving during a forward pile up and go together in the next one), and then as soon as
 either ``max_batch_size`` distinct requests are pending or the oldest pending request has waited
-``max_wait_ms``. A batch takes up to ``max_batch_size`` distinct requests in arrival order, all of the
-same gradient mode (requests needing a backward pass never share a batch with forward-only ones).
+``max_wait_ms`` (default 0: release at once; requests that arrive in the same event-loop tick, or
+while the previous batch runs, still share a batch, and a lone request pays no wait). A batch takes
+up to ``max_batch_size`` distinct requests in arrival order, all of the same gradient mode
+(requests needing a backward pass never share a batch with forward-only ones).
 Identical requests (equal ``ForwardRequest``s) run as one row and share one ``ForwardResult``, which
 callers must treat as read-only.
 
@@ -52,7 +54,7 @@ class InferenceEngine:
         self,
         model: LoadedModel,
         max_batch_size: int = 16,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         *,
         before_batch: Callable[[Sequence[ForwardRequest]], None] | None = None,
     ) -> None:

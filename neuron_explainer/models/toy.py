@@ -41,12 +41,21 @@ def build_toy_model() -> GPT2LMHeadModel:
 def _write_toy(folder: Path) -> None:
     build_toy_model().save_pretrained(str(folder))
     gpt2_tokenizer().save_pretrained(str(folder))
-    (folder / _MARKER).write_text(json.dumps({"name": TOY_NAME, "seed": TOY_SEED}))
+    (folder / _MARKER).write_text(json.dumps(_marker_content()))
 
 
 def ensure_toy_checkpoint(home: Path | None = None) -> Path:
     """The checkpoint folder of ``tiny-gpt2``, written atomically on first use (safe across processes)."""
     target = (home or neuron_explainer_home()) / "models" / TOY_NAME
-    if target.is_dir() and not (target / _MARKER).exists():
-        raise RuntimeError(f"{target} exists but is not a neuron-explainer toy checkpoint; remove it")
+    if target.is_dir():
+        marker = target / _MARKER
+        if not marker.is_file() or json.loads(marker.read_text()) != _marker_content():
+            raise RuntimeError(
+                f"{target} is not this version's {TOY_NAME} checkpoint; remove the folder to rebuild it"
+            )
+        return target
     return atomic_dir(target, _write_toy)
+
+
+def _marker_content() -> dict[str, object]:
+    return {"name": TOY_NAME, "seed": TOY_SEED}
