@@ -93,6 +93,9 @@ def test_toy_checkpoint_concurrent_writers_leave_one_complete_folder(tmp_path: P
     assert [p.name for p in tmp_path.joinpath("models").iterdir()] == ["tiny-gpt2"], (
         "temp folders left behind"
     )
+    (folder / "neuron-explainer-toy.json").write_text('{"name": "tiny-gpt2", "seed": 1}')
+    with pytest.raises(RuntimeError, match="remove the folder"):
+        ensure_toy_checkpoint(tmp_path)
 
 
 def test_list_autoencoder_names() -> None:
