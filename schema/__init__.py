@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from schema.errors import TypedErrors
+from schema.execution import FastListExecutionContext
 from schema.nodes import AttentionHead, AutoencoderLatent, MlpNeuron
 from schema.query import Query
 
@@ -12,6 +13,7 @@ schema = strawberry.Schema(
     query=Query,
     types=[MlpNeuron, AttentionHead, AutoencoderLatent],
     extensions=[TypedErrors],
+    execution_context_class=FastListExecutionContext,
 )
 
 __all__ = ["schema"]
