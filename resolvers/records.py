@@ -34,6 +34,7 @@ async def resolve_record(ctx: Context, node: NodeId, source: DataSource) -> Reso
         )
     if live is None:
         raise NotFound(f"{node}: live top-activating records are not available on this server", node=str(node))
+    ctx.cacheable = False
     result: ResolvedRecord = await live(ctx, node)
     return result
 
