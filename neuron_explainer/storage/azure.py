@@ -172,20 +172,16 @@ class AzureStore:
         """Turn the SDK's and aiohttp's failures into ``UpstreamUnavailable`` naming where and what."""
         try:
             yield
-        except ClientAuthenticationError as e:
-            raise UpstreamUnavailable(
-                f"access denied to {self._location} ({verb} {path!r}): {_first_line(e)}",
-                location=self._location,
-                blob=path,
-                status=e.status_code,
-            ) from e
         except HttpResponseError as e:
+            denied = isinstance(e, ClientAuthenticationError) or e.status_code in (401, 403)
+            what = "access denied by" if denied else "blob service error at"
+            code = getattr(e, "error_code", None)
             raise UpstreamUnavailable(
-                f"blob service error at {self._location} ({verb} {path!r}): {_first_line(e)}",
+                f"{what} {self._location} ({verb} {path!r}): {_first_line(e)}",
                 location=self._location,
                 blob=path,
                 status=e.status_code,
-                error_code=getattr(e, "error_code", None),
+                error_code=None if code is None else str(getattr(code, "value", code)),
             ) from e
         except (TimeoutError, AzureError, aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(

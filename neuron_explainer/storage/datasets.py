@@ -124,6 +124,13 @@ class DatasetRegistry:
     def datasets(self) -> tuple[DatasetSpec, ...]:
         return self._datasets
 
+    def all(self) -> list[DatasetSpec]:
+        return list(self._datasets)
+
+    def models(self) -> list[str]:
+        """Models some dataset covers, in registry order."""
+        return list(dict.fromkeys(d.model for d in self._datasets))
+
     def get(self, name: str) -> DatasetSpec:
         try:
             return self._by_name[name]

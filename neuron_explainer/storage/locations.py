@@ -18,6 +18,7 @@ Otherwise access is anonymous, which is how the original public datasets are rea
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -27,6 +28,7 @@ from neuron_explainer.storage.base import BlobStore
 from neuron_explainer.storage.local import LocalStore
 
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+_CONNECTION_STRING_START = re.compile(r"^[A-Za-z][A-Za-z0-9]*=")
 _PUBLIC_SUFFIX = ".blob.core.windows.net"
 _DEVSTORE_ACCOUNT = "devstoreaccount1"
 _DEVSTORE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -44,7 +46,9 @@ class _ConnectionString:
 
 def _parse_connection_string(text: str) -> _ConnectionString:
     pairs: list[tuple[str, str]] = []
-    for part in text.strip().rstrip(";").split(";"):
+    for part in text.strip().split(";"):
+        if not part.strip():
+            continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise BadInput("connection string is malformed: expected 'Key=value;Key=value'")
@@ -58,7 +62,8 @@ def _parse_connection_string(text: str) -> _ConnectionString:
         sdk_text = "UseDevelopmentStorage=true"
     if not account:
         raise BadInput("connection string names no AccountName (and is not UseDevelopmentStorage=true)")
-    return _ConnectionString(sdk_text, account, account_key, settings.get("container"), settings.get("prefix", ""))
+    container, prefix = settings.get("container"), settings.get("prefix", "")
+    return _ConnectionString(sdk_text, account, account_key, container, prefix)
 
 
 def _split_container(path: str, location: str) -> tuple[str, str]:
@@ -73,9 +78,7 @@ def open_store(location: str, *, connection_string: str | None = None) -> BlobSt
     location = location.strip()
     if not location:
         raise BadInput("storage location is empty", location=location)
-    if ("://" not in location and "=" in location and ";" in location) or location.lower().startswith(
-        "usedevelopmentstorage="
-    ):
+    if _CONNECTION_STRING_START.match(location):
         own = _parse_connection_string(location)
         if not own.container:
             raise BadInput(
