@@ -113,7 +113,8 @@ class AzureStore:
                 try:
                     downloader = await self._container.download_blob(name)
                     data = await downloader.readall()
-                except ResourceNotFoundError:
+                except ResourceNotFoundError as e:
+                    self._check_is_blob_service(e, "read", path)
                     return None
         etag = downloader.properties.etag
         assert isinstance(data, bytes) and isinstance(etag, str)
@@ -152,7 +153,8 @@ class AzureStore:
                 try:
                     async for name in self._container.list_blob_names(name_starts_with=start or None):
                         names.append(name[len(self._prefix) :])
-                except ResourceNotFoundError:
+                except ResourceNotFoundError as e:
+                    self._check_is_blob_service(e, "list", prefix)
                     return []
         return sorted(names)
 
@@ -166,6 +168,18 @@ class AzureStore:
             with contextlib.suppress(ResourceExistsError):
                 await self._container.create_container()
             self._container_ready = True
+
+    def _check_is_blob_service(self, e: ResourceNotFoundError, verb: str, path: str) -> None:
+        """A 404 is a miss only if the blob service said so: Azure and Azurite always name the error
+        (``x-ms-error-code``). A bare 404 comes from something else at that URL (a proxy, a web
+        server, a wrong host), and treating it as "no such blob" would hide the misconfiguration."""
+        if getattr(e, "error_code", None) is None:
+            raise UpstreamUnavailable(
+                f"{self._location} is not answering as an Azure blob service ({verb} {path!r}: bare 404)",
+                location=self._location,
+                blob=path,
+                status=404,
+            ) from e
 
     @contextlib.contextmanager
     def _errors(self, verb: str, path: str) -> Iterator[None]:
