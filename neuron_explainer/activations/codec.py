@@ -10,7 +10,8 @@ a valid flattened length (``attention.is_valid_flat_length``; every per-token le
 per-token check (``len == len(tokens)``) needs the node kind and is the reader's job.
 
 Writes the current variant, byte-for-byte what TDB's ``fast_dataclasses.dumps`` (orjson) produces for a
-finite record: compact, TDB field order, ``dataclass_name`` on every object. One difference on purpose:
+finite record: compact, TDB field order, ``dataclass_name`` on every object and last in it (TDB set it in
+``__post_init__``, after the other fields; readers do not care about key order). One difference on purpose:
 orjson writes NaN as ``null``; we write ``NaN`` like Python's ``json`` (TDB's reader uses ``json`` and
 accepts it), so NaN moments round-trip as NaN.
 """
@@ -50,7 +51,7 @@ def decode_neuron_id(reader: TdbReader, value: Any, path: str) -> tuple[int, int
 
 
 def encode_neuron_id(layer: int, index: int) -> dict[str, Any]:
-    return {"dataclass_name": "NeuronId", "neuron_index": index, "layer_index": layer}
+    return {"neuron_index": index, "layer_index": layer, "dataclass_name": "NeuronId"}
 
 
 def decode_neuron_record(data: bytes, blob: str) -> NeuronRecord:
@@ -109,7 +110,7 @@ def encode_neuron_record(record: NeuronRecord) -> bytes:
         for r in records:
             finite = finite and floats_are_finite(r.activations)
             out.append(
-                {"dataclass_name": "ActivationRecord", "activations": r.activations, "tokens": r.tokens}
+                {"activations": r.activations, "tokens": r.tokens, "dataclass_name": "ActivationRecord"}
             )
         return out
 
@@ -118,7 +119,6 @@ def encode_neuron_record(record: NeuronRecord) -> bytes:
     if record.quantile_boundaries is not None:
         finite = finite and floats_are_finite(record.quantile_boundaries)
     obj = {
-        "dataclass_name": "NeuronRecord",
         "neuron_id": encode_neuron_id(record.layer, record.index),
         "random_sample": encode_records(record.random_sample),
         "random_sample_by_quantile": None
@@ -127,5 +127,6 @@ def encode_neuron_record(record: NeuronRecord) -> bytes:
         "quantile_boundaries": record.quantile_boundaries,
         **moments,
         "most_positive_activation_records": encode_records(record.most_positive_activation_records),
+        "dataclass_name": "NeuronRecord",
     }
     return dump_json(obj, finite=finite)

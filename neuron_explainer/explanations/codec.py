@@ -280,19 +280,19 @@ def encode_explanations(results: NeuronSimulationResults | AttentionSimulationRe
     tracker = _Finite()
     if isinstance(results, NeuronSimulationResults):
         obj: dict[str, Any] = {
-            "dataclass_name": "NeuronSimulationResults",
             "neuron_id": encode_neuron_id(results.layer, results.index),
             "scored_explanations": [
                 _encode_scored_explanation(e, tracker) for e in results.scored_explanations
             ],
+            "dataclass_name": "NeuronSimulationResults",
         }
     else:
         obj = {
-            "dataclass_name": "AttentionSimulationResults",
             "attention_head_id": encode_neuron_id(results.layer, results.index),
             "scored_explanations": [
                 _encode_attention_explanation(e, tracker) for e in results.scored_explanations
             ],
+            "dataclass_name": "AttentionSimulationResults",
         }
     return dump_json(obj, finite=tracker.finite) + b"\n"
 
@@ -300,20 +300,20 @@ def encode_explanations(results: NeuronSimulationResults | AttentionSimulationRe
 def _encode_scored_explanation(e: ScoredExplanation, tracker: _Finite) -> dict[str, Any]:
     sim = e.scored_simulation
     out: dict[str, Any] = {
-        "dataclass_name": "ScoredExplanation",
         "explanation": e.explanation,
         "scored_simulation": None
         if sim is None
         else {
-            "dataclass_name": "ScoredSimulation",
             "scored_sequence_simulations": [
                 _encode_scored_sequence(s, tracker) for s in sim.scored_sequence_simulations
             ],
             **_encode_scores(sim, tracker),
+            "dataclass_name": "ScoredSimulation",
         },
     }
     if e.method is not None:
         out["method"] = e.method
+    out["dataclass_name"] = "ScoredExplanation"
     return out
 
 
@@ -330,16 +330,15 @@ def _encode_scores(
 
 def _encode_scored_sequence(s: ScoredSequenceSimulation, tracker: _Finite) -> dict[str, Any]:
     return {
-        "dataclass_name": "ScoredSequenceSimulation",
         "sequence_simulation": _encode_sequence(s.sequence_simulation, tracker),
         "true_activations": tracker.check_list(s.true_activations),
         **_encode_scores(s, tracker),
+        "dataclass_name": "ScoredSequenceSimulation",
     }
 
 
 def _encode_sequence(s: SequenceSimulation, tracker: _Finite) -> dict[str, Any]:
     return {
-        "dataclass_name": "SequenceSimulation",
         "tokens": s.tokens,
         "expected_activations": tracker.check_list(s.expected_activations),
         "activation_scale": s.activation_scale.value,
@@ -348,6 +347,7 @@ def _encode_sequence(s: SequenceSimulation, tracker: _Finite) -> dict[str, Any]:
         "uncalibrated_simulation": None
         if s.uncalibrated_simulation is None
         else _encode_sequence(s.uncalibrated_simulation, tracker),
+        "dataclass_name": "SequenceSimulation",
     }
 
 
@@ -356,25 +356,25 @@ def _encode_attention_explanation(e: ScoredAttentionExplanation, tracker: _Finit
     if sim is not None:
         tracker.check(sim.roc_auc_score, *(a.simulation_prediction for a in sim.attention_simulations))
     out: dict[str, Any] = {
-        "dataclass_name": "ScoredAttentionExplanation",
         "explanation": e.explanation,
         "scored_attention_simulation": None
         if sim is None
         else {
-            "dataclass_name": "ScoredAttentionSimulation",
             "attention_simulations": [
                 {
-                    "dataclass_name": "AttentionSimulation",
                     "tokens": a.tokens,
                     "token_pair_coords": list(a.token_pair_coords),
                     "token_pair_label": a.token_pair_label,
                     "simulation_prediction": a.simulation_prediction,
+                    "dataclass_name": "AttentionSimulation",
                 }
                 for a in sim.attention_simulations
             ],
             "roc_auc_score": sim.roc_auc_score,
+            "dataclass_name": "ScoredAttentionSimulation",
         },
     }
     if e.method is not None:
         out["method"] = e.method
+    out["dataclass_name"] = "ScoredAttentionExplanation"
     return out
