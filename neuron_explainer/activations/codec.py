@@ -86,7 +86,38 @@ def decode_neuron_record(data: bytes, blob: str) -> NeuronRecord:
 
 
 def _records(reader: TdbReader, value: Any, path: str) -> list[ActivationRecord]:
-    return [_record(reader, item, f"{path}[{k}]") for k, item in enumerate(reader.items(value, path))]
+    items = reader.items(value, path)
+    out = []
+    for k, item in enumerate(items):
+        fast = _plain_record(item)
+        out.append(fast if fast is not None else _record(reader, item, f"{path}[{k}]"))
+    return out
+
+
+_PLAIN_KEYS = frozenset({"activations", "tokens", "dataclass_name"})
+_FLOAT = frozenset({float})
+_STR = frozenset({str})
+
+
+def _plain_record(value: Any) -> ActivationRecord | None:
+    """The common case without building paths: finite floats, string tokens, per-token or square layout.
+
+    Returns None for anything else, which ``_record`` then checks field by field (and explains)."""
+    if type(value) is not dict or not value.keys() <= _PLAIN_KEYS:
+        return None
+    if value.get("dataclass_name", "ActivationRecord") != "ActivationRecord":
+        return None
+    tokens, activations = value.get("tokens"), value.get("activations")
+    if type(tokens) is not list or type(activations) is not list:
+        return None
+    n, m = len(tokens), len(activations)
+    if m != n and 2 * m != n * (n + 1):
+        return None
+    if not (set(map(type, tokens)) <= _STR and set(map(type, activations)) <= _FLOAT):
+        return None
+    if not math.isfinite(sum(activations)):
+        return None
+    return ActivationRecord(tokens=tokens, activations=activations)
 
 
 def _record(reader: TdbReader, value: Any, path: str) -> ActivationRecord:

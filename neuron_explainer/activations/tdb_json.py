@@ -23,6 +23,8 @@ import orjson
 from neuron_explainer.errors import CorruptBlob
 
 _NON_STANDARD_TOKENS = (b"NaN", b"Infinity")
+_FLOAT_ONLY = frozenset({float})
+_STR_ONLY = frozenset({str})
 
 
 def parse_json(data: bytes, blob: str, what: str) -> Any:
@@ -153,13 +155,15 @@ class TdbReader:
         """A list of floats. Fast path: a list of finite floats is returned as it is."""
         if not isinstance(value, list):
             self.fail(path, f"expected a list of numbers, got {_kind(value)}")
-        if all(type(x) is float for x in value) and math.isfinite(sum(value)):
+        if set(map(type, value)) <= _FLOAT_ONLY and math.isfinite(sum(value)):
             return value
         return [self.number(x, f"{path}[{k}]", allow_inf=allow_inf) for k, x in enumerate(value)]
 
     def strings(self, value: Any, path: str) -> list[str]:
         if not isinstance(value, list):
             self.fail(path, f"expected a list of strings, got {_kind(value)}")
+        if set(map(type, value)) <= _STR_ONLY:
+            return value
         for k, x in enumerate(value):
             if not isinstance(x, str):
                 self.fail(f"{path}[{k}]", f"expected a string, got {_kind(x)}")
