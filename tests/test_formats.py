@@ -559,3 +559,11 @@ def test_current_field_name_wins_over_legacy_name() -> None:
     d["neuron_id"] = {"idx": 9, "neuron_index": 1, "layer": "3", "layer_index": 0}
     r = decode_neuron_record(json.dumps(d).encode(), "both")
     assert (r.layer, r.index) == (0, 1)
+
+
+def test_normalize_against_a_pool() -> None:
+    shown = [[1.0, -1.0]]
+    pool = [[1.0, -1.0], [4.0, math.nan]]
+    assert normalize(shown, pool=pool) == [[1.0 / (4.0 - 1e-5), 0.0]]
+    assert normalize(shown, pool=[[-2.0]]) == [[0.0, 0.0]]
+    assert normalize([[1.0]], pool=[]) == [[0.0]]

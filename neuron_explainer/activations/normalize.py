@@ -35,10 +35,20 @@ def normalization_max(values_per_sequence: Sequence[Sequence[float]]) -> float:
     return max(top, 0.0)
 
 
-def normalize(values_per_sequence: Sequence[Sequence[float]]) -> list[list[float]]:
-    """Each sequence's values divided by the shared ``M - 1e-5`` and floored at 0 (see module docstring)."""
+def normalize(
+    values_per_sequence: Sequence[Sequence[float]], pool: Sequence[Sequence[float]] | None = None
+) -> list[list[float]]:
+    """Each sequence's values divided by the shared ``M - 1e-5`` and floored at 0 (see module docstring).
+
+    M is taken over ``pool`` when given (e.g. a record's top + random sequences while showing only some
+    of them), else over ``values_per_sequence`` itself.
+    """
     flat = _concatenate(values_per_sequence)  # [total_values]
-    m = float(np.nanmax(flat, initial=0.0)) if flat.size else 0.0
+    m = (
+        normalization_max(pool)
+        if pool is not None
+        else (float(np.nanmax(flat, initial=0.0)) if flat.size else 0.0)
+    )
     if m <= 0.0:
         return [[0.0] * len(values) for values in values_per_sequence]
     scaled = np.maximum(flat / (m - EPSILON), 0.0)  # [total_values]; NaN stays NaN here
