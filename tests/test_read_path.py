@@ -19,6 +19,7 @@ MLP_DIR = FIXTURES / "gpt2_small_data" / "collated-activations"
 HEAD_DIR = FIXTURES / "gpt2_small" / "attn_write_norm" / "collated-activations-by-token-pair"
 EXPL_DIR = FIXTURES / "gpt2_small_data" / "explanations"
 CORRUPT = (0, 99)
+CORRUPT_RECORDS = {(0, 98), (0, 99)}
 
 
 def _raw(path: Path) -> dict[str, Any]:
@@ -26,11 +27,17 @@ def _raw(path: Path) -> dict[str, Any]:
     return data
 
 
+def _has_nan_activation(path: Path) -> bool:
+    raw = _raw(path)
+    records = raw.get("most_positive_activation_records", []) + (raw.get("random_sample") or [])
+    return any(a is None or (isinstance(a, float) and math.isnan(a)) for r in records for a in r["activations"])
+
+
 def _records(path: Path) -> list[tuple[int, int, Path]]:
     out = []
     for f in sorted(path.glob("*/*.json")):
         layer, index = int(f.parent.name), int(f.stem)
-        if (layer, index) != CORRUPT:
+        if (layer, index) not in CORRUPT_RECORDS and not _has_nan_activation(f):
             out.append((layer, index, f))
     return out
 
@@ -197,6 +204,16 @@ def test_corrupt_blob_is_named_and_other_fields_resolve(server: ServerProcess) -
     assert error_codes(body) == ["CORRUPT_DATA"], body
     assert f"{layer}/{index}.json" in body["errors"][0]["message"]
     assert body["data"]["good"]["topActivations"], body
+
+
+def test_nan_activation_is_corrupt_data_naming_the_dataset(server: ServerProcess) -> None:
+    nan_files = [f for f in sorted(MLP_DIR.glob("*/*.json")) if (int(f.parent.name), int(f.stem)) not in CORRUPT_RECORDS
+                 and _has_nan_activation(f)]
+    assert nan_files, "fixtures must include a record with a NaN activation"
+    f = nan_files[0]
+    body = server.query(f'{{ node(id: "gpt2-small/mlp_neuron/{f.parent.name}/{f.stem}") {{ topActivations {{ activations }} stats {{ mean }} }} }}')
+    assert error_codes(body) == ["CORRUPT_DATA"], body
+    assert body["data"]["node"]["stats"] is not None
 
 
 def test_syntax_error_is_typed_not_500(server: ServerProcess) -> None:
