@@ -57,11 +57,13 @@ def mark_pair(tokens: Sequence[str], query: int, key: int) -> str:
     """The sequence with the attended token as ``**to**`` and the attending one as ``[[from]]``."""
     shown = []
     for n, token in enumerate(tokens):
+        body = token.lstrip()
+        space = token[: len(token) - len(body)]  # markers go inside leading whitespace: " **cat**"
         if n == query == key:
-            token = f"[[**{token}**]]"
+            token = f"{space}[[**{body}**]]"
         elif n == key:
-            token = f"**{token}**"
+            token = f"{space}**{body}**"
         elif n == query:
-            token = f"[[{token}]]"
+            token = f"{space}[[{body}]]"
         shown.append(token)
     return "".join(shown)
