@@ -63,16 +63,20 @@ def quoted_tokens(text: str) -> list[str]:
 
 
 class TopTokensExplainer:
-    """Neurons/latents: the distinct tokens with the highest activations in the train records."""
+    """Neurons/latents: the distinct tokens with the highest activations in the train records, among
+    those reaching ``min_fraction`` of the max (5 on the prompts' 0-10 scale)."""
 
-    def __init__(self, n_tokens: int = 5) -> None:
+    def __init__(self, n_tokens: int = 5, min_fraction: float = 0.5) -> None:
         self.n_tokens = n_tokens
+        self.min_fraction = min_fraction
 
     async def explain(self, record: NeuronRecord) -> str:
+        records = train_records(record)
+        floor = self.min_fraction * max((a for r in records for a in r.activations), default=0.0)
         best: dict[str, float] = {}
-        for r in train_records(record):
+        for r in records:
             for token, value in zip(r.tokens, r.activations, strict=True):
-                if value > 0 and value > best.get(token, 0.0):
+                if value > 0 and value >= floor and value > best.get(token, 0.0):
                     best[token] = value
         ranked = sorted(best, key=lambda t: best[t], reverse=True)[: self.n_tokens]
         return f"the tokens {_quote(ranked)}"
