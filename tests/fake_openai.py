@@ -243,10 +243,11 @@ class FakeOpenAI:
 
 
 @contextlib.asynccontextmanager
-async def serve(fake: FakeOpenAI) -> AsyncIterator[str]:
-    """Run ``fake`` under uvicorn on a free loopback port; yields the ``base_url`` (``.../v1``)."""
+async def serve(fake: FakeOpenAI, port: int = 0) -> AsyncIterator[str]:
+    """Run ``fake`` under uvicorn on loopback (free port by default); yields the ``base_url`` (``.../v1``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted connections
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(fake.app(), log_level="warning", lifespan="off", ws="none", access_log=False)
     server = uvicorn.Server(config)
@@ -261,3 +262,25 @@ async def serve(fake: FakeOpenAI) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+def main() -> None:
+    """Run standalone: ``python tests/fake_openai.py --port 0 --latency 0.2``; prints the base URL."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+
+    async def run() -> None:
+        fake = FakeOpenAI(latency_s=args.latency)
+        async with serve(fake, port=args.port) as url:
+            print(url, flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
