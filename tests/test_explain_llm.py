@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from neuron_explainer.errors import LlmBadReply, UpstreamUnavailable
@@ -187,3 +188,16 @@ async def test_attention_one_at_a_time_roc_auc(llm: LlmClient, fake: FakeOpenAI)
     assert scored.roc_auc_score == 1.0
     body = fake.requests[0][1]
     assert body["logprobs"] is True and body["top_logprobs"] == 15 and body["max_tokens"] == 1
+
+
+async def test_faults_and_latency_settable_over_http(
+    llm: LlmClient, fake: FakeOpenAI, fake_url: tuple[FakeOpenAI, str]
+) -> None:
+    admin = fake_url[1].removesuffix("/v1")
+    async with httpx.AsyncClient() as http:
+        assert (
+            await http.post(f"{admin}/admin/faults", json={"path": CHAT, "faults": ["429", "malformed"]})
+        ).is_success
+        assert (await http.post(f"{admin}/admin/latency", json={"seconds": 0.01})).is_success
+    simulation = await LogprobFreeSimulator(llm).simulate("cat", TOKENS)
+    assert simulation.expected_activations[1] == 10 and fake.count(CHAT) == 3 and fake.latency_s == 0.01
