@@ -33,6 +33,8 @@ def _sim(values: list[float]) -> SequenceSimulation:
         tokens=["t"] * len(values),
         expected_activations=values,
         activation_scale=ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS,
+        distribution_values=[],
+        distribution_probabilities=[],
     )
 
 

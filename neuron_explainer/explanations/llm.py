@@ -56,6 +56,16 @@ class LlmSettings:
         return cls(**values)
 
 
+def _retry_after(error: Exception | None, cap: float) -> float:
+    """Seconds a 429/503 asked us to wait (``Retry-After``), capped; 0 when it did not say."""
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return min(cap, max(0.0, float(value))) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
 class LlmClient:
     """One shared client per server; cheap to call from many tasks at once."""
 
@@ -90,8 +100,9 @@ class LlmClient:
         json_mode: bool = False,
         top_logprobs: int | None = None,
     ) -> ChatCompletion:
-        """One chat completion. ``json_mode`` asks for ``response_format=json_object``; an endpoint that
-        answers 400 to it is remembered and asked again without it (the prompt still asks for JSON)."""
+        """One chat completion. ``json_mode`` asks for ``response_format=json_object``; on a 400 the call is
+        made again without it (the prompt still asks for JSON), and when that one succeeds the endpoint
+        is remembered as having no JSON mode."""
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": list(messages),
@@ -106,9 +117,10 @@ class LlmClient:
                     self._client.chat.completions.create, response_format={"type": "json_object"}, **kwargs
                 )
             except openai.BadRequestError:
+                result: ChatCompletion = await self._call(self._client.chat.completions.create, **kwargs)
                 self._json_mode_supported = False
-        result: ChatCompletion = await self._call(self._client.chat.completions.create, **kwargs)
-        return result
+                return result
+        return await self._call(self._client.chat.completions.create, **kwargs)  # type: ignore[no-any-return]
 
     async def complete(
         self, prompt: str, *, model: str, max_tokens: int = 0, echo: bool = True, logprobs: int = 15
@@ -131,7 +143,9 @@ class LlmClient:
         for attempt in range(s.max_retries + 1):
             if attempt:
                 delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** (attempt - 1))
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                await asyncio.sleep(
+                    max(delay * random.uniform(0.8, 1.2), _retry_after(last, s.backoff_max_s))
+                )
             try:
                 async with self._semaphore:
                     self.calls += 1
