@@ -61,10 +61,17 @@ class ResponseCache:
         self._bytes = 0
         self._entries: OrderedDict[bytes, tuple[ExecutionResult, int]] = OrderedDict()
         self._qualifies: dict[str, bool] = {}
+        self._seen: set[str] = set()
         self.hits = 0
 
     def qualifies(self, schema: Any, query: str, document: DocumentNode) -> bool:
+        """Only a query seen before is analysed: one-off queries should not pay for the analysis."""
         known = self._qualifies.get(query)
+        if known is None and query not in self._seen:
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen.add(query)
+            return False
         if known is None:
             type_info = TypeInfo(schema)
             checker = _Checker(type_info)
