@@ -45,11 +45,12 @@ class TypedErrors(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             rid = self._request_id()
-            result.errors = [translate_error(e, rid) for e in result.errors]
+            result.errors[:] = [translate_error(e, rid) for e in result.errors]
         pre = self.execution_context.pre_execution_errors
         if pre:
             rid = self._request_id()
-            self.execution_context.pre_execution_errors = [translate_error(e, rid) for e in pre]
+            # In place: strawberry's pre-execution result holds this very list.
+            pre[:] = [translate_error(e, rid) for e in pre]
 
     def on_operation(self) -> Iterator[None]:  # type: ignore[override]
         yield
