@@ -16,11 +16,10 @@ log = logging.getLogger("neuron_explainer.errors")
 def translate_error(error: GraphQLError, request_id: str) -> GraphQLError:
     original = error.original_error
     if original is None:
-        # Parse and validation errors: the client's query is wrong.
-        ext = dict(error.extensions or {})
-        ext.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
-        return GraphQLError(error.message, nodes=error.nodes, source=error.source, positions=error.positions,
-                            path=error.path, extensions=ext)
+        # Parse and validation errors: the client's query is wrong. Tagged in place, because strawberry
+        # keeps the same error objects in more than one list.
+        error.extensions = {**(error.extensions or {}), "code": (error.extensions or {}).get("code") or "GRAPHQL_VALIDATION_FAILED"}
+        return error
     if isinstance(original, NeuronExplainerError):
         return GraphQLError(original.message, nodes=error.nodes, path=error.path, original_error=original,
                             extensions=original.extensions())
