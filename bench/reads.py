@@ -68,24 +68,26 @@ def main() -> int:
         query = "{ " + fields + " }"
         cold_times, warm_times = [], []
         for _ in range(3):  # a fresh server each time: cold means nothing cached in the process
-            with ServerProcess(["--run_model", "False", "--data_root", data_root],
-                               env={"AZURE_STORAGE_CONNECTION_STRING": conn}) as server:
-                with httpx.Client(timeout=120) as client:
-                    client.get(f"{server.url}/health")  # open the HTTP connection outside the timing
+            with ServerProcess(
+                ["--run_model", "False", "--data_root", data_root], env={"AZURE_STORAGE_CONNECTION_STRING": conn}
+            ) as server, httpx.Client(timeout=120) as client:
+                client.get(f"{server.url}/health")  # open the HTTP connection outside the timing
+                start = time.perf_counter()
+                raw_body = client.post(f"{server.url}/graphql", json={"query": query}).content
+                cold_times.append(time.perf_counter() - start)  # to the last byte; parsing is the client's
+                body = orjson.loads(raw_body)
+                assert "errors" not in body, body.get("errors")
+                assert len(body["data"]) == N_NODES
+                for _ in range(5):
                     start = time.perf_counter()
-                    raw_body = client.post(f"{server.url}/graphql", json={"query": query}).content
-                    cold_times.append(time.perf_counter() - start)  # to the last byte; parsing is the client's
-                    body = orjson.loads(raw_body)
-                    assert "errors" not in body, body.get("errors")
-                    assert len(body["data"]) == N_NODES
-                    for _ in range(5):
-                        start = time.perf_counter()
-                        again = client.post(f"{server.url}/graphql", json={"query": query}).content
-                        warm_times.append(time.perf_counter() - start)
-                        assert orjson.loads(again) == body
+                    again = client.post(f"{server.url}/graphql", json={"query": query}).content
+                    warm_times.append(time.perf_counter() - start)
+                    assert orjson.loads(again) == body
         cold, warm = statistics.median(cold_times), statistics.median(warm_times)
-    print(f"{N_NODES} records, {total_mb:.1f} MB; sequential raw downloads {raw * 1e3:.0f} ms, "
-          f"GraphQL cold {cold * 1e3:.0f} ms, warm {warm * 1e3:.1f} ms")
+    print(
+        f"{N_NODES} records, {total_mb:.1f} MB; sequential raw downloads {raw * 1e3:.0f} ms, "
+        f"GraphQL cold {cold * 1e3:.0f} ms, warm {warm * 1e3:.1f} ms"
+    )
     ok = report("reads_sequential_over_graphql", raw / cold, ">=", 5)
     ok &= report("reads_cold_over_warm", cold / warm, ">=", 20)
     return 0 if ok else 1

@@ -7,15 +7,15 @@ from strawberry.extensions import ParserCache, ValidationCache
 
 from schema.errors import TypedErrors
 from schema.execution import FastListExecutionContext
-from schema.response_cache import CachedResponses
 from schema.nodes import AttentionHead, AutoencoderLatent, MlpNeuron
 from schema.query import Query
+from schema.response_cache import CachedResponses
 
 schema = strawberry.Schema(
     query=Query,
     types=[MlpNeuron, AttentionHead, AutoencoderLatent],
     # Parsing and validating a 100-node query costs ~25 ms; repeated documents skip both.
-    extensions=[TypedErrors, ParserCache(maxsize=512), ValidationCache(maxsize=512), CachedResponses],
+    extensions=[TypedErrors, ParserCache(maxsize=512), ValidationCache(maxsize=512), CachedResponses],  # type: ignore[list-item]
     execution_context_class=FastListExecutionContext,
 )
 

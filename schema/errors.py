@@ -18,11 +18,19 @@ def translate_error(error: GraphQLError, request_id: str) -> GraphQLError:
     if original is None:
         # Parse and validation errors: the client's query is wrong. Tagged in place, because strawberry
         # keeps the same error objects in more than one list.
-        error.extensions = {**(error.extensions or {}), "code": (error.extensions or {}).get("code") or "GRAPHQL_VALIDATION_FAILED"}
+        error.extensions = {
+            **(error.extensions or {}),
+            "code": (error.extensions or {}).get("code") or "GRAPHQL_VALIDATION_FAILED",
+        }
         return error
     if isinstance(original, NeuronExplainerError):
-        return GraphQLError(original.message, nodes=error.nodes, path=error.path, original_error=original,
-                            extensions=original.extensions())
+        return GraphQLError(
+            original.message,
+            nodes=error.nodes,
+            path=error.path,
+            original_error=original,
+            extensions=original.extensions(),
+        )
     log.error("internal error in request %s at %s", request_id, error.path, exc_info=original)
     return GraphQLError(
         f"Internal server error (request id {request_id})",

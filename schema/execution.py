@@ -22,12 +22,12 @@ from typing import Any
 from graphql import (
     GraphQLBoolean,
     GraphQLEnumType,
-    GraphQLObjectType,
-    GraphQLScalarType,
     GraphQLFloat,
     GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLString,
 )
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -127,6 +127,10 @@ def _leaf_getter(attr: str, gql_type: Any, non_null: bool) -> _Getter | None:
     return None
 
 
+def _constant(value: str) -> _Getter:
+    return lambda _obj: value
+
+
 class FastListExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,8 +159,7 @@ class FastListExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if node.arguments or node.directives:
                 return None
             if name == "__typename":
-                type_name = object_type.name
-                getters.append((response_key, lambda _obj, n=type_name: n))
+                getters.append((response_key, _constant(object_type.name)))
                 continue
             field_def = object_type.fields.get(name)
             definition = field_def.extensions.get("strawberry-definition") if field_def else None

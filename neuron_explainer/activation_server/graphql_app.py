@@ -19,7 +19,8 @@ from schema import schema
 STATIC_DIR = Path(__file__).parent / "static"
 
 _MISSING_IDE = """<!doctype html><title>GraphiQL not built</title>
-<p>The GraphiQL assets are built by the setup command (<code>npm run build</code>); POST queries to this URL meanwhile.</p>"""
+<p>The GraphiQL assets are built by the setup command (<code>npm run build</code>);
+POST queries to this URL meanwhile.</p>"""
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -30,16 +31,19 @@ class GraphQLApp(GraphQL[Context, None]):
         super().__init__(schema, **kwargs)
         self.services = services
 
-    async def get_context(self, request: Request | WebSocket, response: Response | None = None) -> Context:
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return build_context(self.services, request, response)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Every error leaves with a code, including the few (syntax errors under the parser cache) that
         # reach here without passing the schema's error extension.
         response = await super().process_result(request, result)
-        for error in response.get("errors") or []:
+        errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
+        for error in errors:
             extensions = error.setdefault("extensions", {})
-            extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED" if "path" not in error else "INTERNAL_SERVER_ERROR")
+            extensions.setdefault(
+                "code", "GRAPHQL_VALIDATION_FAILED" if "path" not in error else "INTERNAL_SERVER_ERROR"
+            )
         return response
 
     def encode_json(self, data: object) -> bytes:
