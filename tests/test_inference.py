@@ -90,9 +90,7 @@ def test_latent_values_equal_encoding_the_input_location(model: LoadedModel, tok
     assert torch.allclose(mlp_values, mlp_expected[:, 11], atol=1e-5)
     attn_values = torch.tensor(live.node_activations(model, result, attn_latent))
     assert torch.allclose(attn_values, attn_expected[:, 200], atol=1e-5)
-    assert torch.allclose(
-        result.activations[hook_names.ae_latents(attn_latent.kind, 1)], attn_expected, atol=1e-5
-    )
+    assert torch.allclose(result.activations[hook_names.ae_latents(attn_latent.kind, 1)], attn_expected, atol=1e-5)
     assert (mlp_expected > 0).float().mean() > 0.1 and (attn_expected > 0).float().mean() > 0.1
 
 
@@ -111,9 +109,7 @@ def test_inserted_autoencoders_leave_logits_unchanged(model: LoadedModel, tokens
     assert inserted.lm_loss == pytest.approx(plain.lm_loss, abs=1e-5)
     # ...yet the latents are live: ablating one changes the output.
     latent = NodeId(M, NodeKind.MLP_AUTOENCODER_LATENT, 0, 3, MLP_AE)
-    ablated = _run(
-        model, ForwardRequest(tokens, ablations=(live.make_ablation(model, latent, [], 10.0, len(tokens)),))
-    )
+    ablated = _run(model, ForwardRequest(tokens, ablations=(live.make_ablation(model, latent, [], 10.0, len(tokens)),)))
     assert not torch.allclose(ablated.last_logits, plain.last_logits, atol=1e-3)
 
 
@@ -152,19 +148,15 @@ def test_neuron_and_head_ablations_match_direct_hooks(model: LoadedModel, tokens
         (head, [5], 0.0, hook_names.attn_pattern(1), flat_head),
     ):
         ablation = live.make_ablation(model, node, positions, value, n)
-        ours = _run(
-            model, ForwardRequest(tokens, frozenset({downstream}), ablations=(ablation,))
-        ).activations[downstream]
+        ours = _run(model, ForwardRequest(tokens, frozenset({downstream}), ablations=(ablation,))).activations[
+            downstream
+        ]
         direct = _direct_downstream(model, tokens, hook, fn)
         assert torch.allclose(ours, direct, atol=1e-6)
-        assert not torch.allclose(ours, baseline.activations[downstream], atol=1e-4), (
-            f"{node} ablation had no effect"
-        )
+        assert not torch.allclose(ours, baseline.activations[downstream], atol=1e-4), f"{node} ablation had no effect"
 
 
-def test_latent_ablation_matches_hand_inserted_autoencoder(
-    model: LoadedModel, tokens: tuple[int, ...]
-) -> None:
+def test_latent_ablation_matches_hand_inserted_autoencoder(model: LoadedModel, tokens: tuple[int, ...]) -> None:
     assert model.mlp_autoencoder is not None
     ae = model.mlp_autoencoder.layers[0]
     node = NodeId(M, NodeKind.MLP_AUTOENCODER_LATENT, 0, 5, MLP_AE)
@@ -192,9 +184,7 @@ def test_act_times_grad_equals_autograd_by_hand(model: LoadedModel, tokens: tupl
         return x
 
     with torch.enable_grad():
-        logits = model.bridge.run_with_hooks(
-            torch.tensor([list(tokens)]), fwd_hooks=[(hook_names.mlp_post(0), keep)]
-        )
+        logits = model.bridge.run_with_hooks(torch.tensor([list(tokens)]), fwd_hooks=[(hook_names.mlp_post(0), keep)])
         last = logits[0, -1]
         value = last[list(loss.target_tokens)].mean() - last[list(loss.distractor_tokens)].mean()
         (grad,) = torch.autograd.grad(value, [kept["x"]])
@@ -204,11 +194,7 @@ def test_act_times_grad_equals_autograd_by_hand(model: LoadedModel, tokens: tupl
     layer0 = kept["x"][0].detach() * grad[0]
     layer1 = result.activations[hook_names.mlp_post(1)] * result.grads[hook_names.mlp_post(1)]
     brute = sorted(
-        (
-            (float(s), layer, pos, unit)
-            for layer, t in enumerate((layer0, layer1))
-            for (pos, unit), s in _items(t)
-        ),
+        ((float(s), layer, pos, unit) for layer, t in enumerate((layer0, layer1)) for (pos, unit), s in _items(t)),
         reverse=True,
     )[:5]
     assert [(s.node.layer, s.token, s.node.index) for s in top] == [(b[1], b[2], b[3]) for b in brute]
@@ -282,9 +268,7 @@ async def test_fifty_concurrent_requests_on_one_prompt_share_one_forward(
         direct = _cache(model, tokens, [hook_names.mlp_post(0), hook_names.mlp_post(1)])
         for node, result in zip(nodes, results, strict=True):
             expected = direct[hook_names.mlp_post(node.layer)][:, node.index]
-            assert torch.allclose(
-                torch.tensor(live.node_activations(model, result, node)), expected, atol=1e-6
-            )
+            assert torch.allclose(torch.tensor(live.node_activations(model, result, node)), expected, atol=1e-6)
     finally:
         await engine.close()
 
@@ -393,9 +377,7 @@ async def test_gradient_requests_batch_apart_and_call_runs_on_the_worker(
         assert a.grads and not b.grads and a.loss is not None
         thread = await engine.call(lambda m: threading.current_thread().name)
         assert thread.startswith("inference")
-        scores = live.top_nodes(
-            model, a, NodeKind.ATTENTION_HEAD, 3, live.RankBy.ACT_TIMES_GRAD, largest=False
-        )
+        scores = live.top_nodes(model, a, NodeKind.ATTENTION_HEAD, 3, live.RankBy.ACT_TIMES_GRAD, largest=False)
         assert scores[0].value <= scores[1].value <= scores[2].value
     finally:
         await engine.close()
@@ -416,3 +398,17 @@ def test_memory_debugging_is_a_no_op_without_cuda(tmp_path: Path) -> None:
     else:
         assert start_memory_recording() is False
         assert dump_memory_snapshot(tmp_path) is None
+
+
+def test_latent_gradients_flow_through_the_decoder(model: LoadedModel, tokens: tuple[int, ...]) -> None:
+    assert model.mlp_autoencoder is not None
+    latents, post = hook_names.ae_latents(NodeKind.MLP_AUTOENCODER_LATENT, 0), hook_names.mlp_post(0)
+    loss = live.loss_config(model, [" the"], [" dog"])
+    captures, grads = live.hooks_for_top_nodes(model, NodeKind.MLP_AUTOENCODER_LATENT, live.RankBy.ACT_TIMES_GRAD)
+    result = _run(model, ForwardRequest(tokens, captures, grads | {post}, loss=loss))
+    # output = decode(latents') + (x - decode(latents)): d loss/d latents' = (d loss/d x) @ W_dec.
+    expected = result.grads[post] @ model.mlp_autoencoder.layers[0].decoder_weight
+    assert result.grads[latents].abs().max() > 0
+    assert torch.allclose(result.grads[latents], expected, atol=1e-6)
+    top = live.top_nodes(model, result, NodeKind.MLP_AUTOENCODER_LATENT, 1, live.RankBy.ACT_TIMES_GRAD, token=3)
+    assert top[0].node.autoencoder == "ae-tiny-mlp" and top[0].token == 3

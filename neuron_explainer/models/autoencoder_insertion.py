@@ -60,7 +60,9 @@ class LoadedAutoencoder:
 
         def insert(x: torch.Tensor, hook: Any) -> torch.Tensor:  # [batch, pos, d_input]
             latents = ae.encode(x)  # [batch, pos, n_latents]
-            patched = point(latents)
+            # With gradients on, the hook point must see its own tensor: were it the very one in the
+            # error term, its two uses would cancel and every latent gradient would read zero.
+            patched = point(latents.clone() if torch.is_grad_enabled() else latents)
             return ae.decode(patched) + (x - ae.decode(latents))
 
         return insert
