@@ -48,9 +48,7 @@ def validate_request(model: LoadedModel, request: ForwardRequest) -> None:
     if any(not 0 <= t < model.vocab_size for t in request.tokens):
         raise BadInput(f"token ids must be in [0, {model.vocab_size})", argument="tokens")
     if request.grad_captures and request.loss is None:
-        raise BadInput(
-            "gradients were asked for without a loss (give target tokens)", argument="targetTokens"
-        )
+        raise BadInput("gradients were asked for without a loss (give target tokens)", argument="targetTokens")
     if request.loss is not None:
         if not request.loss.target_tokens:
             raise BadInput("a loss needs at least one target token", argument="targetTokens")
@@ -61,9 +59,7 @@ def validate_request(model: LoadedModel, request: ForwardRequest) -> None:
         try:
             model.hook_point(name)
         except KeyError:
-            raise BadInput(
-                f"no hook {name!r} on {model.name} (is the autoencoder loaded?)", hook=name
-            ) from None
+            raise BadInput(f"no hook {name!r} on {model.name} (is the autoencoder loaded?)", hook=name) from None
     for ablation in request.ablations:
         validate_ablation(model, ablation, n)
 
@@ -159,15 +155,15 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
     grad_mode: Any = torch.enable_grad() if needs_grad else torch.inference_mode()
     with grad_mode, _attached(model, hooks):
         rows = torch.arange(len(requests), device=tokens.device)
-        last = torch.tensor(lengths, device=tokens.device) - 1  # [batch]
         want_lm_loss = any(r.lm_loss for r in requests)
         if want_lm_loss:
             logits = model.bridge(tokens)  # [batch, pos, vocab]
-            last_logits = logits[rows, last]  # [batch, vocab]
+            last_logits = logits[rows, torch.tensor(lengths, device=tokens.device) - 1]  # [batch, vocab]
         else:  # unembed only the positions some row ends at: most of a small model's cost otherwise
-            keep, slot = torch.unique(last, sorted=True, return_inverse=True)
-            kept = model.bridge(tokens, logits_to_keep=keep)  # [batch, len(keep), vocab]
-            last_logits = kept[rows, slot]  # [batch, vocab]
+            keep = sorted({n - 1 for n in lengths})  # built on the host: no device sync
+            slot = torch.tensor([keep.index(n - 1) for n in lengths], device=tokens.device)  # [batch]
+            kept = model.bridge(tokens, logits_to_keep=torch.tensor(keep, device=tokens.device))
+            last_logits = kept[rows, slot]  # [batch, vocab]; kept is [batch, len(keep), vocab]
         losses: list[torch.Tensor | None] = [None] * len(requests)
         for row, r in enumerate(requests):
             if r.loss is not None:
@@ -182,8 +178,7 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
             inputs = [store[n] for n in grad_names]
             found = torch.autograd.grad(total, inputs, allow_unused=True)
             grads = {
-                n: (g if g is not None else torch.zeros_like(store[n]))
-                for n, g in zip(grad_names, found, strict=True)
+                n: (g if g is not None else torch.zeros_like(store[n])) for n, g in zip(grad_names, found, strict=True)
             }
         lm_losses: list[float | None] = [None] * len(requests)
         if want_lm_loss:
