@@ -139,9 +139,7 @@ class InferenceEngine:
                 continue
             batch = self._take_batch()
             try:
-                outcomes = await loop.run_in_executor(
-                    self._executor, self._run_on_worker, [p.request for p in batch]
-                )
+                outcomes = await loop.run_in_executor(self._executor, self._run_on_worker, [p.request for p in batch])
             except asyncio.CancelledError:
                 for p in batch:
                     _settle(p, RuntimeError("the inference engine closed while this request ran"))

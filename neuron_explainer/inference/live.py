@@ -76,8 +76,7 @@ def single_token(model: LoadedModel, text: str, argument: str) -> int:
     ids = model.to_tokens(text)
     if len(ids) != 1:
         raise BadInput(
-            f"{argument} {text!r} is {len(ids)} tokens; each must be exactly one token "
-            "(mind the leading space)",
+            f"{argument} {text!r} is {len(ids)} tokens; each must be exactly one token (mind the leading space)",
             argument=argument,
             token=text,
             n_tokens=len(ids),
@@ -106,18 +105,14 @@ def check_node(model: LoadedModel, node: NodeId) -> None:
     check_bounds(node, model.shape, model.n_latents(node.kind))
 
 
-def make_ablation(
-    model: LoadedModel, node: NodeId, positions: Sequence[int], value: float, n_tokens: int
-) -> Ablation:
+def make_ablation(model: LoadedModel, node: NodeId, positions: Sequence[int], value: float, n_tokens: int) -> Ablation:
     check_node(model, node)
     ablation = Ablation(node, tuple(positions), float(value))
     validate_ablation(model, ablation, n_tokens)
     return ablation
 
 
-def hooks_for_top_nodes(
-    model: LoadedModel, kind: NodeKind, by: RankBy
-) -> tuple[frozenset[str], frozenset[str]]:
+def hooks_for_top_nodes(model: LoadedModel, kind: NodeKind, by: RankBy) -> tuple[frozenset[str], frozenset[str]]:
     """(captures, grad_captures) needed to rank every node of ``kind`` in every layer by ``by``."""
     layers = range(model.shape.n_layers)
     if kind.is_latent and model.autoencoder_for(kind) is None:
@@ -149,9 +144,7 @@ def request_for(
     captures: set[str] = set(extra_captures)
     for node in nodes:
         captures |= hook_names.hooks_for(node)
-    return ForwardRequest(
-        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss
-    )
+    return ForwardRequest(tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss)
 
 
 # ---- reading results ---------------------------------------------------------------------------
@@ -177,16 +170,12 @@ def node_activations(model: LoadedModel, result: ForwardResult, node: NodeId) ->
     return values[:, node.index].float().tolist()
 
 
-def _layer_scores(
-    model: LoadedModel, result: ForwardResult, kind: NodeKind, layer: int, by: RankBy
-) -> torch.Tensor:
+def _layer_scores(model: LoadedModel, result: ForwardResult, kind: NodeKind, layer: int, by: RankBy) -> torch.Tensor:
     """[pos, units] scores of every node of ``kind`` in ``layer`` (units = heads for heads)."""
     hook = (
         hook_names.attn_pattern(layer)
         if kind is NodeKind.ATTENTION_HEAD
-        else (
-            hook_names.mlp_post(layer) if kind is NodeKind.MLP_NEURON else hook_names.ae_latents(kind, layer)
-        )
+        else (hook_names.mlp_post(layer) if kind is NodeKind.MLP_NEURON else hook_names.ae_latents(kind, layer))
     )
     if by is RankBy.ACT_TIMES_GRAD:
         act = result.activations[hook].float()

@@ -97,9 +97,7 @@ def find_spec(model: str, name: str) -> AutoencoderSpec:
         if spec.name == name:
             return spec
     known = ", ".join(s.name for s in _SPECS.get(model, [])) or "none"
-    raise BadInput(
-        f"no autoencoder {name!r} for model {model!r} (known: {known})", autoencoder=name, model=model
-    )
+    raise BadInput(f"no autoencoder {name!r} for model {model!r} (known: {known})", autoencoder=name, model=model)
 
 
 def _fetch(spec: AutoencoderSpec, layer: int, cache: Path) -> Path:
@@ -163,8 +161,7 @@ def load_autoencoder_layers(
         ae = load_tdb_autoencoder(path)
         if ae.d_input != d_input:
             raise CorruptBlob(
-                f"autoencoder file {path} reads width {ae.d_input}, "
-                f"but {spec.location} of {spec.model} has {d_input}",
+                f"autoencoder file {path} reads width {ae.d_input}, but {spec.location} of {spec.model} has {d_input}",
                 blob=str(path),
             )
         layers.append(ae)

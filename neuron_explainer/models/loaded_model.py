@@ -40,9 +40,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         with torch.no_grad():
             if not self.neuron_write_norms:
-                self.neuron_write_norms = [
-                    block.mlp.W_out.detach().norm(dim=-1).cpu() for block in self.bridge.blocks
-                ]
+                self.neuron_write_norms = [block.mlp.W_out.detach().norm(dim=-1).cpu() for block in self.bridge.blocks]
             if not self.w_o:
                 self.w_o = [block.attn.W_O.detach().float().cpu().clone() for block in self.bridge.blocks]
         self._hook_points: dict[str, HookPoint] = {}

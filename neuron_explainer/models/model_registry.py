@@ -107,21 +107,13 @@ def _load_autoencoder(
 ) -> LoadedAutoencoder:
     spec = find_spec(model_name, ae_name)
     if spec.kind is not kind:
-        flag = (
-            "--attn_autoencoder_name"
-            if kind is NodeKind.ATTENTION_AUTOENCODER_LATENT
-            else "--mlp_autoencoder_name"
-        )
-        raise BadInput(
-            f"autoencoder {ae_name} reads {spec.location}, not valid for {flag}", autoencoder=ae_name
-        )
+        flag = "--attn_autoencoder_name" if kind is NodeKind.ATTENTION_AUTOENCODER_LATENT else "--mlp_autoencoder_name"
+        raise BadInput(f"autoencoder {ae_name} reads {spec.location}, not valid for {flag}", autoencoder=ae_name)
     d_input = shape.d_mlp if spec.location == "mlp_post_act" else shape.d_model
     layers = [ae.to(device) for ae in load_autoencoder_layers(spec, shape.n_layers, d_input)]
     with torch.no_grad():
         if spec.location == "mlp_post_act":  # the latent's write is its decoder column pushed through W_out
-            norms = [
-                (ae.decoder_weight.T @ w).norm(dim=-1).cpu() for ae, w in zip(layers, w_out, strict=True)
-            ]
+            norms = [(ae.decoder_weight.T @ w).norm(dim=-1).cpu() for ae, w in zip(layers, w_out, strict=True)]
         else:
             norms = [ae.decoder_weight.norm(dim=0).cpu() for ae in layers]
     return LoadedAutoencoder(ae_name, kind, spec.location, layers, norms)
@@ -148,9 +140,7 @@ def load_model(
 
     device = device or default_device()
     checkpoint = resolve_checkpoint(name)
-    bridge = TransformerBridge.boot_transformers(
-        checkpoint, device=device, tokenizer=_tokenizer_for(name, checkpoint)
-    )
+    bridge = TransformerBridge.boot_transformers(checkpoint, device=device, tokenizer=_tokenizer_for(name, checkpoint))
     bridge.eval()
     cfg = bridge.cfg
     display = model_display_name(name)

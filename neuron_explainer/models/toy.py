@@ -25,9 +25,7 @@ _MARKER = "neuron-explainer-toy.json"
 
 def toy_config() -> GPT2Config:
     # GPT2Config must be given n_ctx explicitly (env recipe); n_inner is d_mlp.
-    return GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, n_inner=256, n_positions=128, n_ctx=128, vocab_size=50257
-    )  # type: ignore[call-arg]  # n_ctx goes through **kwargs
+    return GPT2Config(n_layer=2, n_embd=64, n_head=4, n_inner=256, n_positions=128, n_ctx=128, vocab_size=50257)  # type: ignore[call-arg]  # n_ctx goes through **kwargs
 
 
 def build_toy_model() -> GPT2LMHeadModel:
@@ -50,9 +48,7 @@ def ensure_toy_checkpoint(home: Path | None = None) -> Path:
     if target.is_dir():
         marker = target / _MARKER
         if not marker.is_file() or json.loads(marker.read_text()) != _marker_content():
-            raise RuntimeError(
-                f"{target} is not this version's {TOY_NAME} checkpoint; remove the folder to rebuild it"
-            )
+            raise RuntimeError(f"{target} is not this version's {TOY_NAME} checkpoint; remove the folder to rebuild it")
         return target
     return atomic_dir(target, _write_toy)
 
