@@ -412,3 +412,16 @@ def test_latent_gradients_flow_through_the_decoder(model: LoadedModel, tokens: t
     assert torch.allclose(result.grads[latents], expected, atol=1e-6)
     top = live.top_nodes(model, result, NodeKind.MLP_AUTOENCODER_LATENT, 1, live.RankBy.ACT_TIMES_GRAD, token=3)
     assert top[0].node.autoencoder == "ae-tiny-mlp" and top[0].token == 3
+
+
+def test_requests_for_the_same_pass_merge_their_hooks(model: LoadedModel, tokens: tuple[int, ...]) -> None:
+    neuron = NodeId(M, NodeKind.MLP_NEURON, 0, 1)
+    head = NodeId(M, NodeKind.ATTENTION_HEAD, 1, 0)
+    a, b = live.request_for(tokens, nodes=[neuron]), live.request_for(tokens, nodes=[head], lm_loss=True)
+    merged = a.merged(b)
+    assert merged.captures == hook_names.hooks_for(neuron) | hook_names.hooks_for(head) and merged.lm_loss
+    assert a.same_pass(b) and hash(merged) == hash(b.merged(a))
+    other = live.request_for(tokens[:-1], nodes=[neuron])
+    assert not a.same_pass(other)
+    with pytest.raises(ValueError, match="same tokens"):
+        a.merged(other)
