@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.tools import merge_types
 
 from schema.errors import TypedErrors
 from schema.execution import FastListExecutionContext
-from schema.response_cache import CachedResponses
+from schema.jobs import EVENT_TYPES, JobQuery
+from schema.mutation import Mutation
 from schema.nodes import AttentionHead, AutoencoderLatent, MlpNeuron
-from schema.query import Query
+from schema.query import Query as NodeQuery
+from schema.response_cache import CachedResponses
+from schema.subscription import Subscription
+
+Query = merge_types("Query", (NodeQuery, JobQuery))
 
 schema = strawberry.Schema(
     query=Query,
-    types=[MlpNeuron, AttentionHead, AutoencoderLatent],
+    mutation=Mutation,
+    subscription=Subscription,
+    types=[MlpNeuron, AttentionHead, AutoencoderLatent, *EVENT_TYPES],
     extensions=[TypedErrors, CachedResponses],
     execution_context_class=FastListExecutionContext,
 )
