@@ -1,11 +1,13 @@
 """Storing scored job results next to the node's records, in TDB's strict explanation format.
 
-A result scored with method ``m`` is appended to ``{explanations_path}/by-method/{m}/{layer}/{index}.jsonl``
-of the dataset the node's record came from (``storage.datasets.method_dataset``; a node scored on live
-records uses ``live_dataset``), with ``RecordReader.update_explanations``' ETag compare-and-swap, so
-concurrent jobs on one node all land. The row carries no ``method`` key (TDB's loader would reject
-it): the folder says the method. Rescoring the same text with the same method replaces its row.
-An explanation that was not scored (an explain job without ``scoreMethod``) is not stored.
+A result scored with method ``m`` is added to ``{explanations_path}/by-method/{m}/{layer}/{index}.jsonl``
+of the dataset the node's record came from (``storage.datasets.method_dataset``). A node scored on
+live records goes to the first dataset covering its kind, or ``live_dataset`` when none does: where
+``RecordReader.get_explanations`` looks. Writes use ``RecordReader.update_explanations``' ETag
+compare-and-swap, so concurrent jobs on one node all land. The row carries no ``method`` key (TDB's
+loader would reject it): the folder says the method. Rescoring the same text with the same method
+replaces its row. An explanation that was not scored (an explain job without ``scoreMethod``) is
+not stored.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class ExplanationWriter:
         try:
             base = (await self.reader.get_record(node)).dataset
         except NotFound:
-            base = live_dataset(node)
+            base = (self.reader.registry.datasets_for(node) or [live_dataset(node)])[0]
         return method_dataset(base, method)
 
     async def __call__(self, result: JobResult) -> None:
