@@ -48,7 +48,7 @@ HEAD = "tiny-gpt2/attention_head/0/1"
 NEURON_RECORD = neuron_record()
 LLM_FLAGS = ["--llm_max_retries", "2", "--llm_backoff_s", "0.05", "--llm_concurrency", "4"]
 
-JOB_FIELDS = "id status kind method result { explanation score method } error { code message }"
+JOB_FIELDS = "id status kind method node { id } result { explanation score method } error { code message }"
 SCORE = f"mutation($input: ScoreExplanationInput!) {{ scoreExplanation(input: $input) {{ {JOB_FIELDS} }} }}"
 EXPLAIN = f"mutation($input: ExplainNodeInput!) {{ explainNode(input: $input) {{ {JOB_FIELDS} }} }}"
 EVENT_FIELDS = """
@@ -178,6 +178,7 @@ async def test_score_streams_every_sequence_and_the_score_is_their_correlation(
     server = servers["llm"]
     job = _start(server, SCORE, nodeId=NEURON, explanation="cat and dog", method="baseline")
     assert job["status"] in ("QUEUED", "RUNNING", "COMPLETED") and job["kind"] == "SCORE"
+    assert job["node"] == {"id": NEURON} and job["method"] == "baseline"
     events = await _all_events(server, job["id"])
 
     assert [e["seq"] for e in events] == list(range(len(events)))
