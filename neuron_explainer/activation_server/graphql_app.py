@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.types import ExecutionResult
 
 from resolvers.context import Context, Services, build_context
 from schema import schema
@@ -19,7 +21,8 @@ from schema import schema
 STATIC_DIR = Path(__file__).parent / "static"
 
 _MISSING_IDE = """<!doctype html><title>GraphiQL not built</title>
-<p>The GraphiQL assets are built by the setup command (<code>npm run build</code>); POST queries to this URL meanwhile.</p>"""
+<p>The GraphiQL assets are built by the setup command (<code>npm run build</code>);
+POST queries to this URL meanwhile.</p>"""
 
 
 class TextFrameAdapter(ASGIWebSocketAdapter):
@@ -43,8 +46,20 @@ class GraphQLApp(GraphQL[Context, None]):
         super().__init__(schema, **kwargs)
         self.services = services
 
-    async def get_context(self, request: Request | WebSocket, response: Response | None = None) -> Context:
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return build_context(self.services, request, response)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Every error leaves with a code, including the few (syntax errors under the parser cache) that
+        # reach here without passing the schema's error extension.
+        response = await super().process_result(request, result)
+        errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
+        for error in errors:
+            extensions = error.setdefault("extensions", {})
+            extensions.setdefault(
+                "code", "GRAPHQL_VALIDATION_FAILED" if "path" not in error else "INTERNAL_SERVER_ERROR"
+            )
+        return response
 
     def encode_json(self, data: object) -> bytes:
         # orjson: ~10x faster than json.dumps on large float lists; NaN/inf become null.
