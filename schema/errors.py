@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -62,3 +63,11 @@ class TypedErrors(SchemaExtension):
     def on_operation(self) -> Iterator[None]:  # type: ignore[override]
         yield
         self._translate()
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:  # type: ignore[override]
+        """Subscriptions: each streamed result is translated as it leaves (``on_operation`` only ends
+        with the stream). Translating twice is harmless: a typed error maps to itself."""
+        if getattr(result, "errors", None):
+            rid = self._request_id()
+            result.errors = [translate_error(e, rid) for e in result.errors]
+        yield

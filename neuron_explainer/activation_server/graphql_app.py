@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.types import ExecutionResult
 
 from resolvers.context import Context, Services, build_context
@@ -23,7 +25,20 @@ _MISSING_IDE = """<!doctype html><title>GraphiQL not built</title>
 POST queries to this URL meanwhile.</p>"""
 
 
+class TextFrameAdapter(ASGIWebSocketAdapter):
+    """Subscription messages in text frames: strawberry sends whatever ``encode_json`` returns, and our
+    orjson bytes would go out as binary frames, which graphql-transport-ws clients reject."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GraphQLApp(GraphQL[Context, None]):
+    websocket_adapter_class = TextFrameAdapter
+
     def __init__(self, services: Services, allowed_origins: list[str] | None = None) -> None:
         kwargs: dict[str, Any] = {"graphql_ide": "graphiql"}
         if allowed_origins is not None:
