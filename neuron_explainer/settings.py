@@ -19,6 +19,10 @@ class ServerSettings:
     neuron_method: str = "baseline"
     attention_head_method: str = "baseline"
     cuda_memory_debugging: bool = False
+    max_batch_size: int = 16
+    """Most distinct forward requests the inference engine runs as one padded batch (1 = batching off)."""
+    max_batch_wait_ms: float = 0.0
+    """How long the engine may hold a request hoping for batch-mates (0: requests arriving together still share)."""
     data_root: str = DEFAULT_DATA_ROOT
     allowed_origins: tuple[str, ...] = ()
     """Exact origins or regexes; empty means any localhost origin, as the original server allowed."""

@@ -42,7 +42,10 @@ class Services:
         return KNOWN_SHAPES.get(model_name)
 
     def autoencoder_kinds(self) -> dict[str, NodeKind]:
-        return self.registry.autoencoder_kinds()
+        kinds = self.registry.autoencoder_kinds()
+        if self.model is not None:  # the loaded model's autoencoders, whatever their names
+            kinds.update({ae.name: kind for kind, ae in self.model.autoencoders.items()})
+        return kinds
 
     def parse_node_id(self, text: str) -> NodeId:
         return NodeId.parse(text, self.autoencoder_kinds())
@@ -63,7 +66,7 @@ class Context:
 def build_context(services: Services, request: Any = None, response: Any = None) -> Context:
     return Context(
         services=services,
-        loaders=Loaders.create(services.reader),
+        loaders=Loaders.create(services.reader, services.engine),
         request_id=uuid.uuid4().hex[:12],
         request=request,
         response=response,

@@ -1,0 +1,77 @@
+"""Starting the live side at server start-up: the model, its autoencoders and the inference engine.
+
+The model loads in a worker thread (seconds for tiny-gpt2, tens of seconds for GPT-2 XL) so the event
+loop stays free; the server answers requests only once it is loaded (uvicorn serves after the
+lifespan start-up), and a model that cannot be loaded stops the server with the loader's message —
+e.g. which HuggingFace id is missing from which cache and how to provide it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from neuron_explainer.settings import ServerSettings
+from resolvers.context import Services
+
+if TYPE_CHECKING:
+    from neuron_explainer.models.loaded_model import LoadedModel
+
+log = logging.getLogger("neuron_explainer.server")
+
+
+def _load_and_warm(settings: ServerSettings) -> LoadedModel:
+    from neuron_explainer.inference.forward import run_batch
+    from neuron_explainer.inference.requests import ForwardRequest
+    from neuron_explainer.models import hook_names
+    from neuron_explainer.models.model_registry import load_model
+
+    model = load_model(
+        settings.model_name,
+        mlp_autoencoder=settings.mlp_autoencoder_name,
+        attn_autoencoder=settings.attn_autoencoder_name,
+    )
+    # The first forward of a fresh bridge pays one-off set-up costs; pay them before the first user does.
+    # Run directly (not through the engine), so ``engine.forward_count`` counts user work only.
+    run_batch(model, [ForwardRequest((0,) * 8, frozenset({hook_names.mlp_post(0)}))])
+    return model
+
+
+def _dump_snapshot() -> str:
+    from neuron_explainer.inference.memory_debug import dump_memory_snapshot
+
+    path = dump_memory_snapshot()
+    return str(path) if path is not None else "CUDA is not available: no snapshot written"
+
+
+async def open_model(services: Services, settings: ServerSettings) -> None:
+    """Fill ``services.model``, ``services.engine`` and the model's ``extras``; no-op with ``--run_model False``."""
+    if not settings.run_model:
+        log.info("--run_model False: live fields answer MODEL_NOT_LOADED")
+        return
+    # Imported here: torch and transformer-lens cost seconds a --run_model False server need not pay.
+    from neuron_explainer.inference.engine import InferenceEngine
+    from neuron_explainer.inference.memory_debug import start_memory_recording
+
+    if settings.cuda_memory_debugging:
+        start_memory_recording()
+        services.extras["dump_memory_snapshot"] = _dump_snapshot
+    start = time.monotonic()
+    model = await asyncio.to_thread(_load_and_warm, settings)
+    services.model = model
+    services.engine = InferenceEngine(model, settings.max_batch_size, settings.max_batch_wait_ms)
+    services.extras["latent_counts"] = {ae.name: ae.n_latents for ae in model.autoencoders.values()}
+    # TODO(collation): set services.extras["live_records"] to the dataset builder's one-layer helper
+    # once neuron_explainer/collation/ lands on main; until then AUTO records without a dataset are NOT_FOUND.
+    aes = ", ".join(f"{ae.name} ({ae.n_latents} latents)" for ae in model.autoencoders.values()) or "none"
+    log.info(
+        "model %s loaded from %s on %s in %.1fs; autoencoders: %s; batches of up to %d",
+        model.name,
+        model.checkpoint,
+        model.device,
+        time.monotonic() - start,
+        aes,
+        settings.max_batch_size,
+    )
