@@ -22,6 +22,8 @@ class ServerSettings:
     max_batch_size: int = 16
     """Most distinct forward requests the inference engine runs as one padded batch (1 = batching off)."""
     max_batch_wait_ms: float = 0.0
+    torch_threads: int = 0
+    """Intra-op threads of the model's CPU work; 0: one fewer than the cores (the event loop keeps one)."""
     """How long the engine may hold a request hoping for batch-mates (0: requests arriving together still share)."""
     data_root: str = DEFAULT_DATA_ROOT
     allowed_origins: tuple[str, ...] = ()

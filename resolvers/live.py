@@ -100,7 +100,7 @@ async def node_activations(ctx: Context, node: NodeId, prompt: PromptPass) -> tu
     loader = _loader(ctx, "activations")
     model = loader.model
     live.check_node(model, node)
-    pending = loader.load(live.request_for(prompt.tokens, nodes=[node], ablations=prompt.ablations))
+    pending = loader.load(live.request_for(prompt.tokens, nodes=[node], ablations=prompt.ablations, logits=False))
     top = await _stored_scale(ctx, node)
     result = await pending
     if node.kind is NodeKind.ATTENTION_HEAD:
@@ -131,10 +131,11 @@ def _request(
     grads: frozenset[str] = frozenset(),
     loss: LossConfig | None = None,
     lm_loss: bool = False,
+    logits: bool = True,
 ) -> ForwardRequest:
     from neuron_explainer.inference.requests import ForwardRequest
 
-    return ForwardRequest(prompt.tokens, captures, grads, prompt.ablations, loss, lm_loss)
+    return ForwardRequest(prompt.tokens, captures, grads, prompt.ablations, loss, lm_loss, logits)
 
 
 async def lm_loss(ctx: Context, prompt: PromptPass) -> float | None:
@@ -189,6 +190,8 @@ async def top_nodes(
     if token is not None and not 0 <= token < len(prompt.tokens):
         raise BadInput(f"token {token} out of range: the prompt has {len(prompt.tokens)} tokens", argument="token")
     captures, grads = live.hooks_for_top_nodes(model, kind, by)
-    request = _request(prompt, captures=captures, grads=grads, loss=loss if by is RankBy.ACT_TIMES_GRAD else None)
+    request = _request(
+        prompt, captures=captures, grads=grads, loss=loss if by is RankBy.ACT_TIMES_GRAD else None, logits=False
+    )
     _, result = await _result(ctx, request, "topNodes")
     return await asyncio.to_thread(live.top_nodes, model, result, kind, k, by, token=token, largest=not lowest)

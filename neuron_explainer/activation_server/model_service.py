@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -22,12 +23,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("neuron_explainer.server")
 
 
+def engine_threads(settings: ServerSettings) -> int:
+    """Torch's intra-op threads: by default one fewer than the cores, so the event loop (which parses
+    and answers every request) keeps a core instead of fighting the forward pass for it."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 1) - 1)
+
+
 def _load_and_warm(settings: ServerSettings) -> LoadedModel:
+    import torch
+
     from neuron_explainer.inference.forward import run_batch
     from neuron_explainer.inference.requests import ForwardRequest
     from neuron_explainer.models import hook_names
     from neuron_explainer.models.model_registry import load_model
 
+    torch.set_num_threads(engine_threads(settings))
     model = load_model(
         settings.model_name,
         mlp_autoencoder=settings.mlp_autoencoder_name,
@@ -61,17 +71,20 @@ async def open_model(services: Services, settings: ServerSettings) -> None:
     start = time.monotonic()
     model = await asyncio.to_thread(_load_and_warm, settings)
     services.model = model
-    services.engine = InferenceEngine(model, settings.max_batch_size, settings.max_batch_wait_ms)
+    services.engine = InferenceEngine(
+        model, settings.max_batch_size, settings.max_batch_wait_ms, torch_threads=engine_threads(settings)
+    )
     services.extras["latent_counts"] = {ae.name: ae.n_latents for ae in model.autoencoders.values()}
     # TODO(collation): set services.extras["live_records"] to the dataset builder's one-layer helper
     # once neuron_explainer/collation/ lands on main; until then AUTO records without a dataset are NOT_FOUND.
     aes = ", ".join(f"{ae.name} ({ae.n_latents} latents)" for ae in model.autoencoders.values()) or "none"
     log.info(
-        "model %s loaded from %s on %s in %.1fs; autoencoders: %s; batches of up to %d",
+        "model %s loaded from %s on %s in %.1fs; autoencoders: %s; batches of up to %d; %d torch threads",
         model.name,
         model.checkpoint,
         model.device,
         time.monotonic() - start,
         aes,
         settings.max_batch_size,
+        engine_threads(settings),
     )

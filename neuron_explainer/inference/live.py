@@ -114,12 +114,16 @@ def request_for(
     ablations: Sequence[Ablation] = (),
     loss: LossConfig | None = None,
     lm_loss: bool = False,
+    logits: bool = True,
 ) -> ForwardRequest:
-    """A request capturing every hook the given nodes need (see ``hook_names.hooks_for``)."""
+    """A request capturing every hook the given nodes need (see ``hook_names.hooks_for``); with
+    ``logits=False`` (and no loss) the pass may stop after the last layer it reads."""
     captures: set[str] = set(extra_captures)
     for node in nodes:
         captures |= hook_names.hooks_for(node)
-    return ForwardRequest(tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss)
+    return ForwardRequest(
+        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss, logits
+    )
 
 
 # ---- reading results ---------------------------------------------------------------------------

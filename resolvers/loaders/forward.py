@@ -43,6 +43,7 @@ def _covers(ran: ForwardRequest, wanted: ForwardRequest) -> bool:
         wanted.captures <= ran.captures
         and wanted.grad_captures <= ran.grad_captures
         and (ran.lm_loss or not wanted.lm_loss)
+        and (ran.needs_logits or not wanted.needs_logits)
     )
 
 
