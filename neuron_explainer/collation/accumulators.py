@@ -86,7 +86,7 @@ def _merge_order(
 
 
 class _Reservoir:
-    """``k`` slots per row keeping the smallest ``(prim, seq)`` seen; row ``r`` belongs to node ``r // groups``.
+    """``k`` slots per row keeping the smallest ``(prim, seq)``; row ``r`` belongs to node ``r // groups``.
 
     ``prim``/``seq`` are kept sorted; the values stay where they were written and ``slot`` says where:
     a merge moves only the few newcomers' values (the hot path is the data movement, not the sort).
@@ -183,7 +183,9 @@ class Moments:
             + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2
             + 4 * delta * (na * m3b - nb * self.m3) / n
         )
-        self.m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        self.m3 = (
+            self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        )
         self.m2 = self.m2 + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
         self.count = n

@@ -115,6 +115,16 @@ class Corpus:
         return cls(tokens[: n_windows * seq_len], seq_len, hasher.hexdigest(), str(source))
 
 
+def check_corpus_path(path: str | Path, text_field: str = "text") -> None:
+    """``BadInput`` unless ``path`` can be read as a corpus with some text; no tokenizer needed.
+
+    Lets a command line fail before it loads a model; ``Corpus.read`` checks again (and counts tokens).
+    """
+    docs = _read_documents(Path(path), text_field, hashlib.sha256())
+    if not any(d.strip() for d in docs):
+        raise BadInput(f"corpus {str(path)!r} holds no text", argument="corpus")
+
+
 def _read_documents(source: Path, text_field: str, hasher: hashlib._Hash) -> list[str]:
     if not source.exists():
         raise BadInput(f"corpus {str(source)!r} does not exist", argument="corpus")

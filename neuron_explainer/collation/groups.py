@@ -16,6 +16,7 @@ One forward per batch captures every group's hooks and stops after the last laye
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -131,7 +132,12 @@ def _group(model: LoadedModel, spec: KindSpec, layer: int, seq_len: int) -> Node
         pairs = seq_len * (seq_len + 1) // 2
         return NodeGroup(spec, layer, model.shape.n_heads, pairs, (pattern, v), heads)
     ae = model.autoencoder_for(spec.kind)
-    assert ae is not None and ae.name == spec.autoencoder
+    if ae is None or ae.name != spec.autoencoder:
+        raise BadInput(
+            f"autoencoder {spec.autoencoder!r} is not loaded on {model.name}",
+            argument="kinds",
+            kind=spec.segment,
+        )
     encoder = ae.layers[layer]
     source = hook_names.ae_input(ae.location, layer)
     return NodeGroup(spec, layer, ae.n_latents, seq_len, (source,), lambda c: encoder.encode(c[source]))
@@ -172,11 +178,8 @@ def capture(model: LoadedModel, tokens: torch.Tensor, hooks: Sequence[str]) -> C
     last = max(hook_names.layer_of(h) or 0 for h in hooks)
     fwd: list[tuple[str, Callable[..., None]]] = [(h, keeper(h)) for h in hooks]
     fwd.append((hook_names.resid_post(last), stop))
-    with torch.inference_mode():
-        try:
-            model.bridge.run_with_hooks(tokens.to(model.device), fwd_hooks=fwd)
-        except _Stop:
-            pass
+    with torch.inference_mode(), contextlib.suppress(_Stop):
+        model.bridge.run_with_hooks(tokens.to(model.device), fwd_hooks=fwd)
     missing = [h for h in hooks if h not in cache]
     if missing:
         raise RuntimeError(f"hooks {missing} did not fire on {model.name}")
