@@ -1,0 +1,63 @@
+"""The server's command line: every flag of the original (``fire`` style values such as ``--run_model False``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from neuron_explainer.settings import DEFAULT_DATA_ROOT, ServerSettings
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "y", "on"):
+        return True
+    if lowered in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def _optional(text: str) -> str | None:
+    return None if text.strip().lower() in ("", "none", "null") else text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neuron-explainer", description="GraphQL activation server")
+    p.add_argument("--host_name", default="localhost")
+    p.add_argument("--port", type=int, default=80)
+    p.add_argument("--model_name", default="gpt2-small")
+    p.add_argument("--mlp_autoencoder_name", type=_optional, default=None)
+    p.add_argument("--attn_autoencoder_name", type=_optional, default=None)
+    p.add_argument("--run_model", type=_bool, default=True)
+    p.add_argument("--neuron_method", default="baseline")
+    p.add_argument("--attention_head_method", default="baseline")
+    p.add_argument("--cuda_memory_debugging", type=_bool, default=False)
+    p.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
+                   help="folder, az://account/container/prefix, https://account.blob.core.windows.net/container/prefix "
+                        "or an Azurite URL; credentials from AZURE_STORAGE_CONNECTION_STRING")
+    p.add_argument("--allowed_origins", default="",
+                   help="comma-separated CORS origins (regexes allowed); default: any localhost origin")
+    p.add_argument("--cache_mb", type=int, default=256, help="memory for cached records")
+    p.add_argument("--build_demo_dataset", type=_bool, default=False,
+                   help="build the demo dataset into --data_root on first start if it has none")
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> ServerSettings:
+    a = parser().parse_args(argv)
+    origins = tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip())
+    return ServerSettings(
+        host_name=a.host_name,
+        port=a.port,
+        model_name=a.model_name,
+        mlp_autoencoder_name=a.mlp_autoencoder_name,
+        attn_autoencoder_name=a.attn_autoencoder_name,
+        run_model=a.run_model,
+        neuron_method=a.neuron_method,
+        attention_head_method=a.attention_head_method,
+        cuda_memory_debugging=a.cuda_memory_debugging,
+        data_root=a.data_root,
+        allowed_origins=origins,
+        cache_bytes=a.cache_mb * 1024 * 1024,
+        build_demo_dataset=a.build_demo_dataset,
+    )

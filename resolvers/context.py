@@ -1,0 +1,71 @@
+"""The per-request ``Context`` and the long-lived ``Services`` it carries.
+
+``Services`` is built once by the composition root (``activation_server/main.py``) inside the
+Starlette lifespan; ``Context`` is built per request by ``build_context`` and holds fresh DataLoaders,
+so nothing cached in a loader outlives its request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+from neuron_explainer.models.shapes import KNOWN_SHAPES, ModelShape
+from neuron_explainer.nodes import NodeId, NodeKind
+from neuron_explainer.settings import ServerSettings
+from neuron_explainer.storage.datasets import DatasetRegistry
+from neuron_explainer.storage.reader import RecordReader
+from resolvers.loaders import Loaders
+
+
+@dataclass
+class Services:
+    """Everything long-lived a resolver may use. Optional parts are ``None`` when not running."""
+
+    settings: ServerSettings
+    reader: RecordReader
+    registry: DatasetRegistry
+    model: Any | None = None
+    """``LoadedModel`` when ``--run_model`` is on (typed loosely so the read path has no torch import cost)."""
+    engine: Any | None = None
+    llm: Any | None = None
+    jobs: Any | None = None
+    response_cache: Any | None = None
+    """Whole-result cache for queries over immutable stored data (``schema.response_cache``)."""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def shape(self, model_name: str) -> ModelShape | None:
+        """Bounds for node ids: the loaded model's own config first, then the known shapes."""
+        if self.model is not None and getattr(self.model, "name", None) == model_name:
+            return self.model.shape  # type: ignore[no-any-return]
+        return KNOWN_SHAPES.get(model_name)
+
+    def autoencoder_kinds(self) -> dict[str, NodeKind]:
+        return self.registry.autoencoder_kinds()
+
+    def parse_node_id(self, text: str) -> NodeId:
+        return NodeId.parse(text, self.autoencoder_kinds())
+
+
+@dataclass
+class Context:
+    services: Services
+    loaders: Loaders
+    request_id: str
+    request: Any = None
+    response: Any = None
+    connection_params: dict[str, Any] | None = None
+    cacheable: bool = True
+    """Cleared by any resolver whose value came from somewhere mutable (live model, explanations)."""
+
+
+def build_context(services: Services, request: Any = None, response: Any = None) -> Context:
+    return Context(
+        services=services,
+        loaders=Loaders.create(services.reader),
+        request_id=uuid.uuid4().hex[:12],
+        request=request,
+        response=response,
+    )

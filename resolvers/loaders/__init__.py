@@ -1,0 +1,28 @@
+"""Per-request DataLoaders, gathered in one ``Loaders`` made fresh for every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from neuron_explainer.nodes import NodeId
+from neuron_explainer.storage.reader import RecordReader, StoredExplanation, StoredRecord
+from resolvers.loaders.explanations import explanations_loader
+from resolvers.loaders.records import record_loader
+
+
+@dataclass
+class Loaders:
+    records: DataLoader[NodeId, StoredRecord]
+    explanations: DataLoader[NodeId, list[StoredExplanation]]
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Loaders added by other parts (e.g. the ``ForwardLoader``) keyed by name."""
+
+    @classmethod
+    def create(cls, reader: RecordReader) -> Loaders:
+        return cls(records=record_loader(reader), explanations=explanations_loader(reader))
+
+
+__all__ = ["Loaders"]

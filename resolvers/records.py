@@ -1,0 +1,98 @@
+"""Choosing where a node's records come from (stored or live) and saying so in the provenance."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from neuron_explainer.activations.records import NeuronRecord
+from neuron_explainer.activations.views import RecordView, normalization_pool, view_records
+from neuron_explainer.errors import BadInput, CorruptBlob, ModelNotLoaded, NotFound
+from neuron_explainer.nodes import NodeId
+from neuron_explainer.provenance import DataSource, Provenance
+from resolvers.context import Context
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRecord:
+    record: NeuronRecord
+    provenance: Provenance
+
+
+async def resolve_record(ctx: Context, node: NodeId, source: DataSource) -> ResolvedRecord:
+    """Stored when a dataset has the node; otherwise live (when a model runs and can compute it)."""
+    live = ctx.services.extras.get("live_records")
+    if source is not DataSource.LIVE:
+        try:
+            stored = await ctx.loaders.records.load(node)
+            return ResolvedRecord(stored.record, Provenance(DataSource.STORED, dataset=stored.dataset.name))
+        except NotFound:
+            if source is DataSource.STORED or (live is None and ctx.services.engine is None):
+                raise
+    if ctx.services.engine is None:
+        raise ModelNotLoaded(
+            f"{node} has no stored record and no model is running (--run_model False)", node=str(node)
+        )
+    if live is None:
+        raise NotFound(f"{node}: live top-activating records are not available on this server", node=str(node))
+    ctx.cacheable = False
+    result: ResolvedRecord = await live(ctx, node)
+    return result
+
+
+def _finite_views(
+    views: list[RecordView], node: NodeId, provenance: Provenance
+) -> list[tuple[RecordView, Provenance]]:
+    """GraphQL floats cannot carry NaN: a stored NaN activation is reported as corrupt data, by name."""
+    for i, view in enumerate(views):
+        if not all(math.isfinite(a) for a in view.activations):
+            raise CorruptBlob(
+                f"{node}: record {i} in dataset {provenance.dataset} holds a non-finite activation",
+                node=str(node), dataset=provenance.dataset,
+            )
+    return [(v, provenance) for v in views]
+
+
+def _check_first(first: int | None) -> None:
+    if first is not None and first < 0:
+        raise BadInput(f"first must be >= 0, got {first}", argument="first")
+
+
+async def top_activations(ctx: Context, node: NodeId, first: int | None, source: DataSource) -> list[tuple[RecordView, Provenance]]:
+    _check_first(first)
+    resolved = await resolve_record(ctx, node, source)
+    records = resolved.record.most_positive_activation_records[:first]
+    views = view_records(records, normalization_pool(resolved.record), node.kind.is_token_pair)
+    return _finite_views(views, node, resolved.provenance)
+
+
+async def random_sample(ctx: Context, node: NodeId, first: int | None, source: DataSource) -> list[tuple[RecordView, Provenance]]:
+    _check_first(first)
+    resolved = await resolve_record(ctx, node, source)
+    records = resolved.record.random_sample[:first]
+    views = view_records(records, normalization_pool(resolved.record), node.kind.is_token_pair)
+    return _finite_views(views, node, resolved.provenance)
+
+
+async def quantile_samples(
+    ctx: Context, node: NodeId, first: int | None, source: DataSource
+) -> list[tuple[float | None, float | None, list[RecordView], Provenance]]:
+    """Each quantile bucket with its bounds; bucket i lies between boundaries i-1 and i."""
+    _check_first(first)
+    resolved = await resolve_record(ctx, node, source)
+    rec = resolved.record
+    buckets = rec.random_sample_by_quantile or []
+    bounds = rec.quantile_boundaries or []
+    pool = normalization_pool(rec)
+    out = []
+    for i, bucket in enumerate(buckets):
+        lower = bounds[i - 1] if 0 < i <= len(bounds) else None
+        upper = bounds[i] if i < len(bounds) else None
+        views = view_records(bucket[:first], pool, node.kind.is_token_pair)
+        _finite_views(views, node, resolved.provenance)
+        out.append((lower, upper, views, resolved.provenance))
+    return out
+
+
+async def max_activation(ctx: Context, node: NodeId, source: DataSource) -> float:
+    return (await resolve_record(ctx, node, source)).record.max_activation

@@ -1,0 +1,95 @@
+"""Nodes: MLP neurons, attention heads and autoencoder latents. Thin types; ``resolvers/`` decides."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from neuron_explainer.nodes import NodeId, NodeKind as CoreNodeKind
+from neuron_explainer.storage.reader import StoredExplanation
+from resolvers import nodes as node_resolvers, records as record_resolvers
+from resolvers.context import Context
+from schema.enums import DataSource, NodeKind
+from schema.records import ActivationRecord, QuantileSample, Stats
+
+
+@strawberry.type(description="An explanation of what a node does, with its score when it was scored.")
+class Explanation:
+    text: str
+    score: float | None
+    dataset: str
+    method: str | None
+
+    @classmethod
+    def of(cls, e: StoredExplanation) -> Explanation:
+        return cls(text=e.text, score=e.score, dataset=e.dataset, method=e.method)
+
+
+@strawberry.interface(description="A model component: MLP neuron, attention head or autoencoder latent.")
+class Node:
+    id: strawberry.ID
+    kind: NodeKind
+    layer: int
+    index: int
+    node_id: strawberry.Private[NodeId]
+
+    @strawberry.field(description="Max over the top-activating records (the original's definition).")
+    async def max_activation(self, info: Info[Context, None], source: DataSource = DataSource.AUTO) -> float:
+        return await record_resolvers.max_activation(info.context, self.node_id, source)
+
+    @strawberry.field(description="The node's top-activating records, highest first.")
+    async def top_activations(
+        self, info: Info[Context, None], first: int | None = 20, source: DataSource = DataSource.AUTO
+    ) -> list[ActivationRecord]:
+        rows = await record_resolvers.top_activations(info.context, self.node_id, first, source)
+        return [ActivationRecord.of(view, prov) for view, prov in rows]
+
+    @strawberry.field(description="A uniform random sample of records from the dataset's corpus.")
+    async def random_sample(
+        self, info: Info[Context, None], first: int | None = None, source: DataSource = DataSource.AUTO
+    ) -> list[ActivationRecord]:
+        rows = await record_resolvers.random_sample(info.context, self.node_id, first, source)
+        return [ActivationRecord.of(view, prov) for view, prov in rows]
+
+    @strawberry.field(description="Records sampled per activation quantile, with the bucket bounds.")
+    async def quantile_samples(
+        self, info: Info[Context, None], first: int | None = None, source: DataSource = DataSource.AUTO
+    ) -> list[QuantileSample]:
+        buckets = await record_resolvers.quantile_samples(info.context, self.node_id, first, source)
+        return [
+            QuantileSample(lower_bound=lo, upper_bound=hi, records=[ActivationRecord.of(v, prov) for v in views])
+            for lo, hi, views, prov in buckets
+        ]
+
+    @strawberry.field(description="Mean, variance, skewness, kurtosis and quantile boundaries.")
+    async def stats(self, info: Info[Context, None], source: DataSource = DataSource.AUTO) -> Stats:
+        resolved = await record_resolvers.resolve_record(info.context, self.node_id, source)
+        return Stats.of(resolved.record, resolved.provenance)
+
+    @strawberry.field(description="Stored and newly scored explanations, from every explanation dataset.")
+    async def explanations(self, info: Info[Context, None]) -> list[Explanation]:
+        return [Explanation.of(e) for e in await node_resolvers.explanations(info.context, self.node_id)]
+
+
+@strawberry.type(description="One unit of an MLP layer's post-activation (blocks.{L}.mlp.hook_post).")
+class MlpNeuron(Node):
+    pass
+
+
+@strawberry.type(description="One attention head; its records hold one value per (query, key) token pair.")
+class AttentionHead(Node):
+    pass
+
+
+@strawberry.type(description="A latent of a sparse autoencoder reading an MLP or attention location.")
+class AutoencoderLatent(Node):
+    autoencoder: str
+
+
+def node_of(node: NodeId) -> Node:
+    common = dict(id=strawberry.ID(str(node)), kind=node.kind, layer=node.layer, index=node.index, node_id=node)
+    if node.kind is CoreNodeKind.MLP_NEURON:
+        return MlpNeuron(**common)  # type: ignore[arg-type]
+    if node.kind is CoreNodeKind.ATTENTION_HEAD:
+        return AttentionHead(**common)  # type: ignore[arg-type]
+    return AutoencoderLatent(autoencoder=node.autoencoder or "", **common)  # type: ignore[arg-type]
