@@ -165,6 +165,8 @@ class DatasetBuilder:
         self.run_key = hashlib.sha256(repr([*key, code_version()]).encode()).hexdigest()[:24]
 
     async def run(self) -> list[DatasetSpec]:
+        """Probe the output, resume or start, build, write; returns one ``DatasetSpec`` per kind."""
+        await check_writable(self.store)
         checkpoint = await load_checkpoint(self.store, self.run_key)
         if checkpoint is None:
             boundaries = await self._estimate_boundaries()
@@ -292,9 +294,8 @@ async def build_dataset(
     run_on_model: RunOnModel[Any] | None = None,
     progress: bool = False,
 ) -> list[DatasetSpec]:
-    """Check the output is writable, then build; returns one ``DatasetSpec`` per kind."""
+    """Build (see ``DatasetBuilder``); returns one ``DatasetSpec`` per kind."""
     builder = DatasetBuilder(
         store, model, corpus, kinds, layers, config, run_on_model=run_on_model, progress=progress
     )
-    await check_writable(store)
     return await builder.run()
