@@ -28,6 +28,7 @@ nothing else about the corpus is kept.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,7 @@ class _Reservoir:
 
     def __init__(self, n_nodes: int, k: int, width: int, dtype: torch.dtype, groups: int = 1) -> None:
         fill = torch.inf if dtype.is_floating_point else _EMPTY
+        self._fill = fill
         rows = n_nodes * groups
         self.groups = groups
         self.prim = torch.full((rows, k), fill, dtype=dtype)
@@ -101,17 +103,27 @@ class _Reservoir:
         self.slot = torch.arange(k, dtype=torch.int64).repeat(rows, 1)  # [rows, k] rank -> storage slot
         self.vals = torch.zeros((rows, k, width), dtype=torch.float32)  # [rows, slot, width]
 
+    @property
+    def worst(self) -> torch.Tensor:  # [rows]: a candidate must not be above this to get in
+        if self.prim.shape[1] == 0:  # no slots: admit nothing (keys are >= 0, values finite)
+            low = -torch.inf if self.prim.dtype.is_floating_point else -1
+            return torch.full(self.prim.shape[:1], low, dtype=self.prim.dtype)
+        return self.prim[:, -1]
+
     def offer(
         self,
-        prim: torch.Tensor,  # [rows, batch]
-        seq: torch.Tensor,  # [rows, batch] (_EMPTY where not a candidate)
-        values: torch.Tensor,  # [batch, width, n_nodes]
+        active: torch.Tensor,  # [rows] bool: rows that have a candidate not above ``worst``
+        candidates: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        values: Callable[[], torch.Tensor],  # -> [batch * n_nodes, width], row b * n_nodes + node
     ) -> None:
+        """Merge this batch's candidates into the rows flagged ``active``.
+
+        ``candidates(rows)`` gives ``(prim [r, batch], seq [r, batch])`` for those rows only (``seq`` is
+        ``_EMPTY`` where a window is not a candidate), so a batch that changes little costs little.
+        """
         k = self.prim.shape[1]
         if k == 0:
             return
-        worst = self.prim[:, -1:]  # [rows, 1]
-        active = ((prim <= worst) & (seq != _EMPTY)).any(dim=1)  # [rows]
         rows = active.nonzero().squeeze(1)  # [r]
         r = rows.numel()
         if r == 0:
@@ -119,7 +131,13 @@ class _Reservoir:
         everything = r == active.numel()
         pick = (lambda t: t) if everything else (lambda t: t.index_select(0, rows))
         old_prim, old_seq, old_slot = pick(self.prim), pick(self.seq), pick(self.slot)
-        new_prim, new_seq = pick(prim), pick(seq)
+        new_prim, new_seq = candidates(rows)
+        # Drop candidates that cannot get in, then keep only as many columns as the fullest row needs.
+        hopeless = (new_prim > old_prim[:, -1:]) | (new_seq == _EMPTY)  # [r, batch]
+        n_cand = int((~hopeless).sum(dim=1).max())
+        position = torch.argsort(hopeless.to(torch.uint8), dim=1, stable=True)[:, :n_cand]  # [r, c]
+        new_prim = new_prim.gather(1, position).masked_fill(hopeless.gather(1, position), self._fill)
+        new_seq = new_seq.gather(1, position).masked_fill(hopeless.gather(1, position), _EMPTY)
         order = _merge_order(old_prim, old_seq, new_prim, new_seq)  # [r, k]
         kept = torch.zeros(r, k + new_prim.shape[1], dtype=torch.bool)
         kept.scatter_(1, order, True)
@@ -129,8 +147,9 @@ class _Reservoir:
         slot[is_new] = freed  # same count per row, same row-major order
         new_row, new_rank = is_new.nonzero(as_tuple=True)
         row = rows[new_row]
-        batch_pos = order[new_row, new_rank] - k
-        source = values[batch_pos, :, row // self.groups]  # [m, width]
+        batch_pos = position[new_row, order[new_row, new_rank] - k]
+        n_nodes = self.prim.shape[0] // self.groups
+        source = values().index_select(0, batch_pos * n_nodes + row // self.groups)  # [m, width]
         self.vals.view(-1, self.vals.shape[2]).index_copy_(0, row * k + freed, source)
         merged_prim = torch.gather(torch.cat([old_prim, new_prim], 1), 1, order)
         merged_seq = torch.gather(torch.cat([old_seq, new_seq], 1), 1, order)
@@ -169,9 +188,12 @@ class Moments:
         nb = float(x.shape[0])
         mb32 = x.mean(dim=0)  # [n]
         d = x - mb32  # float32, centred on the batch mean; sums are pairwise in float32
-        d2 = d * d
-        d3 = d2 * d
-        m2b, m3b, m4b = torch.stack([d2, d3, d3 * d]).sum(dim=1).to(torch.float64)  # [3, n]
+        power = d * d
+        m2b = power.sum(dim=0).to(torch.float64)
+        power.mul_(d)
+        m3b = power.sum(dim=0).to(torch.float64)
+        power.mul_(d)
+        m4b = power.sum(dim=0).to(torch.float64)
         mb = mb32.to(torch.float64)
         na = self.count
         n = na + nb
@@ -274,20 +296,47 @@ class LayerAccumulator:
 
     def update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         """``values`` ``[batch, width, n_nodes]`` float32 on CPU; ``seqs`` ``[batch]`` window numbers."""
-        n, batch = self.n_nodes, values.shape[0]
-        seq = torch.from_numpy(seqs.astype(np.int64))[None, :].expand(n, batch)  # [n, batch]
+        n, batch, n_bins = self.n_nodes, values.shape[0], self.n_bins
+        by_window: list[torch.Tensor] = []
+
+        def rows_of_values() -> torch.Tensor:  # [batch * n, width]: each kept row is one contiguous copy
+            if not by_window:
+                by_window.append(values.transpose(1, 2).reshape(batch * n, -1))
+            return by_window[0]
+
+        seq_row = torch.from_numpy(seqs.astype(np.int64))[None, :]  # [1, batch]
         seq_max = values.amax(dim=1).T.contiguous()  # [n, batch]
-        self.top.offer(-seq_max, seq, values)
-        self.random.offer(self._random_keys.keys(seqs), seq, values)
-        bin_of = torch.searchsorted(self.boundaries, seq_max.to(torch.float64))  # [n, batch]
-        keys = self._bin_keys.keys(seqs)
-        outside = bin_of[:, None, :] != torch.arange(self.n_bins)[None, :, None]  # [n, bins, batch]
-        rows = n * self.n_bins
-        self.bins.offer(
-            keys[:, None, :].expand(n, self.n_bins, batch).masked_fill(outside, _EMPTY).reshape(rows, batch),
-            seq[:, None, :].expand(n, self.n_bins, batch).masked_fill(outside, _EMPTY).reshape(rows, batch),
-            values,
+
+        neg_max = -seq_max
+        self.top.offer(
+            (neg_max <= self.top.worst[:, None]).any(dim=1),
+            lambda rows: (neg_max[rows], seq_row.expand(len(rows), batch)),
+            rows_of_values,
         )
+        keys = self._random_keys.keys(seqs)  # [n, batch]
+        self.random.offer(
+            (keys <= self.random.worst[:, None]).any(dim=1),
+            lambda rows: (keys[rows], seq_row.expand(len(rows), batch)),
+            rows_of_values,
+        )
+        # bin (q_{b-1}, q_b] of each window, per node: how many boundaries lie below its max
+        bin_of = (seq_max.to(torch.float64)[:, :, None] > self.boundaries[:, None, :]).sum(
+            dim=2
+        )  # [n, batch]
+        bin_keys = self._bin_keys.keys(seqs)  # [n, batch]
+        row_of = torch.arange(n)[:, None] * n_bins + bin_of  # [n, batch] row of (node, bin)
+        entering = bin_keys <= self.bins.worst[row_of]  # [n, batch]
+        active = torch.zeros(n * n_bins, dtype=torch.bool)
+        active[row_of[entering]] = True
+
+        def bin_candidates(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            node, b = rows // n_bins, rows % n_bins
+            outside = bin_of[node] != b[:, None]  # [r, batch]
+            return bin_keys[node].masked_fill(outside, _EMPTY), seq_row.expand(len(rows), batch).masked_fill(
+                outside, _EMPTY
+            )
+
+        self.bins.offer(active, bin_candidates, rows_of_values)
         self.moments.update(values)
 
     def summary(self, node: int) -> NodeSummary:

@@ -81,8 +81,8 @@ class CollationConfig:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.top_k, self.random_k, self.quantile_k, self.seed)
 
-    def check(self, model: LoadedModel) -> None:
-        """``BadInput`` naming the first setting that cannot work with ``model``."""
+    def check(self, model: LoadedModel | None = None) -> None:
+        """``BadInput`` naming the first setting that cannot work (with ``model``, when given)."""
         limits = {
             "seq_len": 1,
             "top_k": 1,
@@ -94,7 +94,7 @@ class CollationConfig:
         for name, low in limits.items():
             if getattr(self, name) < low:
                 raise BadInput(f"{name} must be at least {low}, got {getattr(self, name)}", argument=name)
-        if self.seq_len > model.shape.n_ctx:
+        if model is not None and self.seq_len > model.shape.n_ctx:
             raise BadInput(
                 f"seq_len {self.seq_len} exceeds {model.name}'s context of {model.shape.n_ctx} tokens",
                 argument="seq_len",
@@ -167,6 +167,13 @@ class DatasetBuilder:
     async def run(self) -> list[DatasetSpec]:
         """Probe the output, resume or start, build, write; returns one ``DatasetSpec`` per kind."""
         await check_writable(self.store)
+        accs = await self.collect()
+        await self._write(accs)
+        await clear_checkpoint(self.store, self.run_key)
+        return list(self.datasets.values())
+
+    async def collect(self) -> dict[str, LayerAccumulator]:
+        """The two passes (resuming from a checkpoint if there is one); the accumulators per group."""
         checkpoint = await load_checkpoint(self.store, self.run_key)
         if checkpoint is None:
             boundaries = await self._estimate_boundaries()
@@ -182,9 +189,7 @@ class DatasetBuilder:
             for name, acc in accs.items():
                 acc.load(checkpoint.groups[name])
         await self._main_pass(accs, boundaries, start)
-        await self._write(accs)
-        await clear_checkpoint(self.store, self.run_key)
-        return list(self.datasets.values())
+        return accs
 
     def _bar(self, total: int, initial: int, desc: str) -> tqdm[Any]:
         return tqdm(

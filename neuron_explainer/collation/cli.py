@@ -98,6 +98,7 @@ async def _run(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch_size, quantile_windows=args.quantile_windows,
         checkpoint_every_s=args.checkpoint_every_s,
     )  # fmt: skip
+    config.check()
     _precheck_kinds(args)
     check_corpus_path(args.corpus, args.text_field)
     store: BlobStore = open_store(args.out)
