@@ -62,7 +62,9 @@ def gpt2_small_shape() -> Path:
     folder = neuron_explainer_home() / "bench" / "gpt2-small-shape"
 
     def build(tmp: Path) -> None:
-        config = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=1024, n_ctx=1024, vocab_size=50257)
+        config = GPT2Config(  # type: ignore[call-arg]  # n_ctx goes through **kwargs (env recipe: required)
+            n_layer=12, n_embd=768, n_head=12, n_positions=1024, n_ctx=1024, vocab_size=50257
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             GPT2LMHeadModel(config).save_pretrained(str(tmp))
@@ -83,7 +85,7 @@ async def main() -> None:
     parser.add_argument(
         "--model",
         default="gpt2-small-shape",
-        help="gpt2-small-shape (random fixed-seed GPT-2 small weights, built once), tiny-gpt2, or a model name",
+        help="gpt2-small-shape (random fixed-seed GPT-2 small weights, built once), tiny-gpt2, or a name",
     )
     parser.add_argument(
         "--quantile_windows",
@@ -113,8 +115,8 @@ async def main() -> None:
         corpus = repeated_corpus(model, args.windows, config.seq_len, Path(tmp))
         tokens = corpus.n_tokens
         print(
-            f"{model.name} on {model.device} ({torch.get_num_threads()} threads): {corpus.n_windows} windows x "
-            f"{corpus.seq_len} tokens, batch {args.batch_size}, kinds {[k.segment for k in kinds]}, "
+            f"{model.name} on {model.device} ({torch.get_num_threads()} threads): "
+            f"{corpus.n_windows} windows x {corpus.seq_len} tokens, batch {args.batch_size}, kinds {[k.segment for k in kinds]}, "
             f"layers {layers}, pre-pass {min(config.quantile_windows, corpus.n_windows)} windows"
         )
         bare_pass(model, corpus, args.batch_size, layers[-1])  # warm-up
