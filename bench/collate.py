@@ -116,7 +116,8 @@ async def main() -> None:
         tokens = corpus.n_tokens
         print(
             f"{model.name} on {model.device} ({torch.get_num_threads()} threads): "
-            f"{corpus.n_windows} windows x {corpus.seq_len} tokens, batch {args.batch_size}, kinds {[k.segment for k in kinds]}, "
+            f"{corpus.n_windows} windows x {corpus.seq_len} tokens, batch {args.batch_size}, "
+            f"kinds {[k.segment for k in kinds]}, "
             f"layers {layers}, pre-pass {min(config.quantile_windows, corpus.n_windows)} windows"
         )
         bare_pass(model, corpus, args.batch_size, layers[-1])  # warm-up
