@@ -1,13 +1,15 @@
 """Collation throughput against bare forwards of the same batches, measured in one run.
 
-The corpus is the shipped reference text repeated to ``--windows`` windows of 64 tokens. Three rounds
-alternate (bare, collate) so a busy shared machine slows both alike; the best round of each counts.
+The corpus is the shipped reference text repeated to ``--windows`` windows of 64 tokens; the best of
+``--rounds`` rounds counts.
 
 - **bare**: every batch of the main pass run through the model up to the last collated layer (the
   forward collation cannot avoid; the unembedding, which collation skips, is excluded);
 - **collate**: ``DatasetBuilder.collect()`` — the quantile pre-pass plus the main pass with every
   accumulator update — over the same batches. Writing records is a fixed cost per node, reported
   apart.
+
+Bare and collation batches alternate one by one, so the load of a shared machine hits both alike.
 
 Prints ``bench collate_throughput_ratio: <collate tok/s / bare tok/s> (target >= 0.7) PASS|FAIL``.
 
@@ -72,14 +74,6 @@ def gpt2_small_shape() -> Path:
     return atomic_dir(folder, build)
 
 
-def bare_pass(model: LoadedModel, corpus: Corpus, batch_size: int, last_layer: int) -> float:
-    stop_hook = [hook_names.resid_post(last_layer)]
-    start = time.perf_counter()
-    for shard in corpus.shards(batch_size):
-        capture(model, torch.from_numpy(corpus.windows(shard.start, shard.stop)), stop_hook)
-    return time.perf_counter() - start
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -120,20 +114,33 @@ async def main() -> None:
             f"kinds {[k.segment for k in kinds]}, "
             f"layers {layers}, pre-pass {min(config.quantile_windows, corpus.n_windows)} windows"
         )
-        bare_pass(model, corpus, args.batch_size, layers[-1])  # warm-up
-        bare_times, collate_times, write_time = [], [], 0.0
+        stop_hook = [hook_names.resid_post(layers[-1])]
+        bare_times, collate_times, pre_times, write_time = [], [], [], 0.0
         for round_ in range(args.rounds):
-            bare_times.append(bare_pass(model, corpus, args.batch_size, layers[-1]))
-            store = LocalStore(Path(tmp) / f"out{round_}")
-            builder = DatasetBuilder(store, model, corpus, kinds, layers, config)
+            builder = DatasetBuilder(
+                LocalStore(Path(tmp) / f"out{round_}"), model, corpus, kinds, layers, config
+            )
             start = time.perf_counter()
-            accs = await builder.collect()
-            collate_times.append(time.perf_counter() - start)
+            accs = builder.accumulators(await builder.estimate_boundaries())
+            pre_times.append(time.perf_counter() - start)
+            bare, collate = 0.0, 0.0
+            for shard in corpus.shards(args.batch_size):  # alternate per batch: load drifts hit both
+                start = time.perf_counter()
+                capture(model, torch.from_numpy(corpus.windows(shard.start, shard.stop)), stop_hook)
+                bare += time.perf_counter() - start
+                start = time.perf_counter()
+                builder.step(model, shard, accs)
+                collate += time.perf_counter() - start
+            bare_times.append(bare)
+            collate_times.append(pre_times[-1] + collate)
             if round_ == 0:
                 start = time.perf_counter()
                 await builder._write(accs)
                 write_time = time.perf_counter() - start
-            print(f"round {round_}: bare {bare_times[-1]:.2f} s, collate {collate_times[-1]:.2f} s")
+            print(
+                f"round {round_}: bare {bare:.2f} s; collate {collate_times[-1]:.2f} s "
+                f"(pre-pass {pre_times[-1]:.2f} s + main pass {collate:.2f} s)"
+            )
     bare_rate, collate_rate = tokens / min(bare_times), tokens / min(collate_times)
     n_records = sum(g.n_nodes for g in builder.groups)
     print(f"bare forwards: {bare_rate:,.0f} tok/s; collation: {collate_rate:,.0f} tok/s")

@@ -257,6 +257,55 @@ async def test_kill_and_resume_equals_a_clean_run(model: LoadedModel, corpus: Co
     assert _blobs(tmp_path / "resumed") == _blobs(tmp_path / "clean")
 
 
+class _FailingStore:
+    """A real LocalStore whose ``fail_at``-th record write raises, as a lost connection would."""
+
+    def __init__(self, inner: LocalStore, fail_at: int) -> None:
+        self.inner, self.fail_at, self.record_puts = inner, fail_at, 0
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    async def get(self, path: str) -> bytes | None:
+        return await self.inner.get(path)
+
+    async def get_with_etag(self, path: str) -> tuple[bytes, str] | None:
+        return await self.inner.get_with_etag(path)
+
+    async def put(self, path: str, data: bytes, if_match: str | None = None) -> str:
+        if "/collated-activations/" in path:
+            self.record_puts += 1
+            if self.record_puts == self.fail_at:
+                raise _Crash
+        return await self.inner.put(path, data, if_match)
+
+    async def list(self, prefix: str) -> list[str]:
+        return await self.inner.list(prefix)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_crash_while_writing_resumes_at_the_writing(
+    model: LoadedModel, corpus: Corpus, tmp_path: Path
+) -> None:
+    kinds = [KindSpec(NodeKind.ATTENTION_HEAD)]
+    await build_dataset(LocalStore(tmp_path / "clean"), model, corpus, kinds, [0, 1], CONFIG)
+    failing = _FailingStore(LocalStore(tmp_path / "resumed"), fail_at=6)
+    with pytest.raises(_Crash):
+        await build_dataset(failing, model, corpus, kinds, [0, 1], CONFIG)
+    assert not list((tmp_path / "resumed").rglob("metadata.json"))
+    assert not (tmp_path / "resumed" / "neuron-explainer-datasets.json").exists()
+    calls: list[int] = []
+    resumed = LocalStore(tmp_path / "resumed")
+    await DatasetBuilder(
+        resumed, model, corpus, kinds, [0, 1], CONFIG, run_on_model=_runner(model, None, calls)
+    ).run()
+    assert calls == []  # the accumulators came back from the final checkpoint
+    assert _blobs(tmp_path / "resumed") == _blobs(tmp_path / "clean")
+
+
 async def test_demo_dataset_every_kind_under_a_minute_then_served(model: LoadedModel, tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     started = time.perf_counter()

@@ -76,6 +76,7 @@ def test_shards_cover_a_range_in_order(tmp_path: Path) -> None:
     corpus = Corpus.read(tmp_path / "a.txt", encode, seq_len=10)
     shards = list(corpus.shards(3, Shard(1, 9)))
     assert [(s.start, s.stop) for s in shards] == [(1, 4), (4, 7), (7, 9)]
+    assert list(corpus.shards(3, Shard(9, 9))) == []  # a finished range, not the whole corpus
 
 
 @pytest.mark.parametrize(

@@ -176,20 +176,29 @@ class DatasetBuilder:
         """The two passes (resuming from a checkpoint if there is one); the accumulators per group."""
         checkpoint = await load_checkpoint(self.store, self.run_key)
         if checkpoint is None:
-            boundaries = await self._estimate_boundaries()
+            boundaries = await self.estimate_boundaries()
             start = 0
         else:
             boundaries, start = checkpoint.boundaries, checkpoint.next_window
-        sampling = self.config.sampling
-        accs = {
-            g.name: LayerAccumulator(g.name, g.n_nodes, g.width, sampling, boundaries[g.name])
-            for g in self.groups
-        }
+        accs = self.accumulators(boundaries)
         if checkpoint is not None:
             for name, acc in accs.items():
                 acc.load(checkpoint.groups[name])
         await self._main_pass(accs, boundaries, start)
         return accs
+
+    def accumulators(self, boundaries: dict[str, torch.Tensor]) -> dict[str, LayerAccumulator]:
+        sampling = self.config.sampling
+        return {
+            g.name: LayerAccumulator(g.name, g.n_nodes, g.width, sampling, boundaries[g.name])
+            for g in self.groups
+        }
+
+    def step(self, model: LoadedModel, shard: Shard, accs: dict[str, LayerAccumulator]) -> None:
+        """One main-pass batch: forward, extract, update every group. Runs on the model's thread."""
+        seqs = np.arange(shard.start, shard.stop, dtype=np.int64)
+        for name, values in self._values(model, self.corpus.windows(shard.start, shard.stop)).items():
+            accs[name].update(values, seqs)
 
     def _bar(self, total: int, initial: int, desc: str) -> tqdm[Any]:
         return tqdm(
@@ -201,7 +210,7 @@ class DatasetBuilder:
         cache = capture(model, torch.from_numpy(windows), self.hooks)
         return {g.name: g.extract(cache).float().cpu() for g in self.groups}  # [batch, width, n]
 
-    async def _estimate_boundaries(self) -> dict[str, torch.Tensor]:
+    async def estimate_boundaries(self) -> dict[str, torch.Tensor]:
         n = self.corpus.n_windows
         picks = np.unique(
             np.linspace(0, n - 1, min(self.config.quantile_windows, n)).round().astype(np.int64)
@@ -224,25 +233,25 @@ class DatasetBuilder:
     ) -> None:
         seq_len, every = self.corpus.seq_len, self.config.checkpoint_every_batches
 
-        def step(model: LoadedModel, shard: Shard) -> None:
-            seqs = np.arange(shard.start, shard.stop, dtype=np.int64)
-            for name, values in self._values(model, self.corpus.windows(shard.start, shard.stop)).items():
-                accs[name].update(values, seqs)
-
-        last_save, batches = time.monotonic(), 0
+        last_save, batches, saved_at = time.monotonic(), 0, None
         rest = Shard(start, self.corpus.n_windows)
+
+        async def save(next_window: int) -> None:
+            nonlocal last_save, saved_at
+            state = {name: acc.state() for name, acc in accs.items()}
+            await save_checkpoint(self.store, self.run_key, Checkpoint(next_window, boundaries, state))
+            last_save, saved_at = time.monotonic(), next_window
+
         with self._bar(self.corpus.n_tokens, start * seq_len, "collate") as bar:
             for shard in self.corpus.shards(self.config.batch_size, rest):
-                await self._run(functools.partial(step, shard=shard))
+                await self._run(functools.partial(self.step, shard=shard, accs=accs))
                 bar.update(len(shard) * seq_len)
                 batches += 1
                 due = every is not None and batches % every == 0
-                if shard.stop < rest.stop and (
-                    due or time.monotonic() - last_save > self.config.checkpoint_every_s
-                ):
-                    state = {name: acc.state() for name, acc in accs.items()}
-                    await save_checkpoint(self.store, self.run_key, Checkpoint(shard.stop, boundaries, state))
-                    last_save = time.monotonic()
+                if due or time.monotonic() - last_save > self.config.checkpoint_every_s:
+                    await save(shard.stop)
+        if saved_at is not None and saved_at != rest.stop:
+            await save(rest.stop)  # a run that was worth checkpointing resumes straight to writing
 
     async def _write(self, accs: dict[str, LayerAccumulator]) -> None:
         strings = TokenStrings(self.corpus, self.model.to_str_tokens)

@@ -73,7 +73,7 @@ class Corpus:
 
     def shards(self, windows_per_shard: int, shard: Shard | None = None) -> Iterator[Shard]:
         """Consecutive shards of at most ``windows_per_shard`` windows covering ``shard`` (default: all)."""
-        whole = shard or Shard(0, self.n_windows)
+        whole = shard if shard is not None else Shard(0, self.n_windows)  # an empty Shard is falsy
         for start in range(whole.start, whole.stop, windows_per_shard):
             yield Shard(start, min(start + windows_per_shard, whole.stop))
 
