@@ -35,6 +35,7 @@ from neuron_explainer.collation import (
 from neuron_explainer.collation.accumulators import QUANTILES
 from neuron_explainer.collation.builder import DatasetBuilder
 from neuron_explainer.collation.demo import all_kinds
+from neuron_explainer.inference.engine import InferenceEngine
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.model_registry import load_model
@@ -337,7 +338,11 @@ async def test_live_layer_writes_into_the_reference_dataset_and_merges_layers(
 ) -> None:
     store = LocalStore(tmp_path)
     node = NodeId(M, NodeKind.ATTENTION_HEAD, 1, 2)
-    spec = await build_live_layer(store, model, node)
+    engine = InferenceEngine(model)  # as in the server: every forward on the engine's worker thread
+    try:
+        spec = await build_live_layer(store, model, node, run_on_model=engine.call)
+    finally:
+        await engine.close()
     assert spec == reference_datasets(model)[KindSpec(NodeKind.ATTENTION_HEAD)]
     record, dataset = await _read(store, node)
     assert dataset == spec.name and len(record.most_positive_activation_records) == 20
