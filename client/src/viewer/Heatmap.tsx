@@ -33,6 +33,7 @@ export function Heatmap({ tokens, activations, normalized, label }: HeatmapProps
             key={i}
             className="token"
             data-testid="token"
+            data-token={token}
             data-activation={activations[i]}
             style={{ background: tokenBackground(normalized[i] ?? 0) }}
             onMouseEnter={() => setHovered(i)}
