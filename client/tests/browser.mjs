@@ -80,6 +80,8 @@ export async function withBrowser(body) {
     await body(page, session);
     check(session.pageErrors.length === 0, `page errors: ${JSON.stringify(session.pageErrors)}`);
     check(session.blocked.length === 0, `requests left the machine: ${JSON.stringify(session.blocked)}`);
+    // A failed load (a 400 from a stale operation, a missing asset) shows up only here.
+    check(session.consoleErrors.length === 0, `console errors: ${JSON.stringify(session.consoleErrors)}`);
   } catch (error) {
     failure = error instanceof CheckFailed ? error.message : String(error?.stack ?? error);
   } finally {
