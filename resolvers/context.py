@@ -32,6 +32,8 @@ class Services:
     engine: Any | None = None
     llm: Any | None = None
     jobs: Any | None = None
+    response_cache: Any | None = None
+    """Whole-result cache for queries over immutable stored data (``schema.response_cache``)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def shape(self, model_name: str) -> ModelShape | None:
@@ -55,6 +57,8 @@ class Context:
     request: Any = None
     response: Any = None
     connection_params: dict[str, Any] | None = None
+    cacheable: bool = True
+    """Cleared by any resolver whose value came from somewhere mutable (live model, explanations)."""
 
 
 def build_context(services: Services, request: Any = None, response: Any = None) -> Context:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.activations.views import RecordView, normalization_pool, view_records
-from neuron_explainer.errors import BadInput, ModelNotLoaded, NotFound
+from neuron_explainer.errors import BadInput, CorruptBlob, ModelNotLoaded, NotFound
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.provenance import DataSource, Provenance
 from resolvers.context import Context
@@ -34,8 +35,22 @@ async def resolve_record(ctx: Context, node: NodeId, source: DataSource) -> Reso
         )
     if live is None:
         raise NotFound(f"{node}: live top-activating records are not available on this server", node=str(node))
+    ctx.cacheable = False
     result: ResolvedRecord = await live(ctx, node)
     return result
+
+
+def _finite_views(
+    views: list[RecordView], node: NodeId, provenance: Provenance
+) -> list[tuple[RecordView, Provenance]]:
+    """GraphQL floats cannot carry NaN: a stored NaN activation is reported as corrupt data, by name."""
+    for i, view in enumerate(views):
+        if not all(math.isfinite(a) for a in view.activations):
+            raise CorruptBlob(
+                f"{node}: record {i} in dataset {provenance.dataset} holds a non-finite activation",
+                node=str(node), dataset=provenance.dataset,
+            )
+    return [(v, provenance) for v in views]
 
 
 def _check_first(first: int | None) -> None:
@@ -48,7 +63,7 @@ async def top_activations(ctx: Context, node: NodeId, first: int | None, source:
     resolved = await resolve_record(ctx, node, source)
     records = resolved.record.most_positive_activation_records[:first]
     views = view_records(records, normalization_pool(resolved.record), node.kind.is_token_pair)
-    return [(v, resolved.provenance) for v in views]
+    return _finite_views(views, node, resolved.provenance)
 
 
 async def random_sample(ctx: Context, node: NodeId, first: int | None, source: DataSource) -> list[tuple[RecordView, Provenance]]:
@@ -56,7 +71,7 @@ async def random_sample(ctx: Context, node: NodeId, first: int | None, source: D
     resolved = await resolve_record(ctx, node, source)
     records = resolved.record.random_sample[:first]
     views = view_records(records, normalization_pool(resolved.record), node.kind.is_token_pair)
-    return [(v, resolved.provenance) for v in views]
+    return _finite_views(views, node, resolved.provenance)
 
 
 async def quantile_samples(
@@ -73,7 +88,9 @@ async def quantile_samples(
     for i, bucket in enumerate(buckets):
         lower = bounds[i - 1] if 0 < i <= len(bounds) else None
         upper = bounds[i] if i < len(bounds) else None
-        out.append((lower, upper, view_records(bucket[:first], pool, node.kind.is_token_pair), resolved.provenance))
+        views = view_records(bucket[:first], pool, node.kind.is_token_pair)
+        _finite_views(views, node, resolved.provenance)
+        out.append((lower, upper, views, resolved.provenance))
     return out
 
 

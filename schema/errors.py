@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -52,9 +52,5 @@ class TypedErrors(SchemaExtension):
             self.execution_context.pre_execution_errors = [translate_error(e, rid) for e in pre]
 
     def on_operation(self) -> Iterator[None]:  # type: ignore[override]
-        yield
-        self._translate()
-
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
         yield
         self._translate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
@@ -29,6 +30,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | None = None) -> Context:
         return build_context(self.services, request, response)
+
+    def encode_json(self, data: object) -> bytes:
+        # orjson: ~10x faster than json.dumps on large float lists; NaN/inf become null.
+        return orjson.dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         page = STATIC_DIR / "graphiql" / "index.html"

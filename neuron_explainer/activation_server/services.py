@@ -9,6 +9,7 @@ from neuron_explainer.storage.datasets import DatasetRegistry
 from neuron_explainer.storage.locations import open_store
 from neuron_explainer.storage.reader import RecordReader
 from resolvers.context import Services
+from schema.response_cache import ResponseCache
 
 log = logging.getLogger("neuron_explainer.server")
 
@@ -23,7 +24,9 @@ async def open_services(settings: ServerSettings) -> Services:
     reader = RecordReader(
         store, registry, cache_bytes=settings.cache_bytes, max_concurrency=settings.max_concurrent_reads
     )
-    services = Services(settings=settings, reader=reader, registry=registry)
+    services = Services(
+        settings=settings, reader=reader, registry=registry, response_cache=ResponseCache(settings.cache_bytes // 4)
+    )
     log.info("serving data from %s (%d datasets)", store.location, len(registry.all()))
     return services
 

@@ -31,9 +31,7 @@ def view_records(
     records: Sequence[ActivationRecord], pool: Sequence[Sequence[float]], token_pair: bool
 ) -> list[RecordView]:
     """Normalize ``records`` by the max over ``pool`` (reference §1: ``max(x / (M - 1e-5), 0)``)."""
-    peak = max((max(values) for values in pool if len(values) > 0), default=0.0)
-    # normalize() takes the max over what it is given, so the pool's peak rides along as one extra row.
-    normalized = normalize([list(r.activations) for r in records] + [[peak]])[:-1]
+    normalized = normalize([list(r.activations) for r in records], pool=pool)
     return [
         RecordView(
             tokens=list(r.tokens),
