@@ -24,6 +24,7 @@ from tests.server import ServerProcess
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+TDB_FIXTURES = ROOT / "tests" / "fixtures" / "tdb"
 NODE_ID = "tiny-gpt2/mlp_neuron/0/0"
 PROMPT = "The cat sat on the mat, and the dog sat on the rug."
 EXPLANATION = '"the"'
@@ -59,10 +60,10 @@ def server(assets: None, data_root: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def stored_only_server(server: ServerProcess, data_root: Path) -> Iterator[ServerProcess]:
-    """The same store with no model (`--run_model False`): stored fields work, live ones are typed errors."""
-    args = [*EMBEDDED_DEFAULT, "--data_root", str(data_root), "--run_model", "False"]
-    with ServerProcess(args, startup_timeout=300) as s:
+def fixtures_server(assets: None) -> Iterator[ServerProcess]:
+    """No model (`--run_model False`) over the hand-written TDB fixtures: stored fields work, live ones
+    are MODEL_NOT_LOADED, and there are attention-head records."""
+    with ServerProcess(["--run_model", "False", "--data_root", str(TDB_FIXTURES)]) as s:
         yield s
 
 
@@ -185,26 +186,44 @@ def test_viewer_heatmap_live_prompt_and_scoring(server: ServerProcess) -> None:
     assert shown_score == pytest.approx(score, abs=5e-4)
 
 
-def test_viewer_shows_typed_errors_readably(server: ServerProcess, stored_only_server: ServerProcess) -> None:
-    running = run_script(
+def test_viewer_shows_typed_errors_readably(fixtures_server: ServerProcess) -> None:
+    report = run_script(
         "errors",
-        server,
+        fixtures_server,
         CASES=json.dumps(
             [
-                {"name": "layer-out-of-range", "node": "tiny-gpt2/mlp_neuron/99/0"},
+                {"name": "layer-out-of-range", "node": "gpt2-small/mlp_neuron/99/0"},
                 {"name": "malformed-id", "node": "not a node id"},
+                {"name": "no-record", "node": "gpt2-small/mlp_neuron/5/3000"},
+                {"name": "model-not-loaded", "node": "gpt2-small/mlp_neuron/0/1", "prompt": PROMPT},
             ]
         ),
     )
-    assert [c["code"] for c in running["cases"]] == ["BAD_USER_INPUT", "BAD_USER_INPUT"], running["cases"]
-    assert "99" in running["cases"][0]["message"]
-    assert "provoked by errors.mjs" in running["provokedBanner"]
+    cases = {c["name"]: c for c in report["cases"]}
+    assert {name: c["code"] for name, c in cases.items()} == {
+        "layer-out-of-range": "BAD_USER_INPUT",
+        "malformed-id": "BAD_USER_INPUT",
+        "no-record": "NOT_FOUND",
+        "model-not-loaded": "MODEL_NOT_LOADED",
+    }
+    assert "99" in cases["layer-out-of-range"]["message"]
+    assert "5/3000" in cases["no-record"]["message"]
+    assert cases["model-not-loaded"]["title"] == "No model is loaded on this server"
+    assert "provoked by errors.mjs" in report["provokedBanner"]
 
-    stored = run_script(
-        "errors",
-        stored_only_server,
-        CASES=json.dumps([{"name": "model-not-loaded", "node": NODE_ID, "prompt": PROMPT}]),
+
+def test_attention_head_heatmap_shows_each_query_tokens_strongest_pair(
+    fixtures_server: ServerProcess,
+) -> None:
+    head = "gpt2-small/attention_head/0/1"
+    report = run_script("viewer", fixtures_server, NODE_ID=head, STEPS="node", SHOT="viewer-head")
+    node = graphql(
+        fixtures_server,
+        "query($id: ID!) { node(id: $id) { topActivations(first: 1) { tokens attentionRows } } }",
+        id=head,
+    )["node"]
+    top = node["topActivations"][0]
+    assert report["firstRecordTokens"] == top["tokens"]
+    assert report["firstRecordActivations"] == pytest.approx(
+        [max(row, default=0) for row in top["attentionRows"]]
     )
-    case = stored["cases"][0]
-    assert case["code"] == "MODEL_NOT_LOADED", case
-    assert case["title"] == "No model is loaded on this server"

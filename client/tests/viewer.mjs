@@ -1,6 +1,7 @@
 // The viewer page against a real server: a node's heatmap (value on hover), a live prompt, and a scoring
 // job whose progress bar reaches completion with the score (errors: errors.mjs).
-// Env: BASE_URL, NODE_ID, PROMPT, EXPLANATION, SCORE_METHOD, MAX_SEQUENCES, SCREENSHOT_DIR.
+// Env: BASE_URL, NODE_ID, STEPS (default "node,live,score"), PROMPT, EXPLANATION, SCORE_METHOD,
+// MAX_SEQUENCES, SHOT (screenshot name prefix, default "viewer"), SCREENSHOT_DIR.
 // Prints what the page showed (token counts, tooltip, score, error codes) for pytest to compare with
 // the server's own answers.
 import { BASE_URL, check, required, withBrowser } from "./browser.mjs";
@@ -10,6 +11,8 @@ const PROMPT = process.env.PROMPT ?? "The cat sat on the mat.";
 const EXPLANATION = process.env.EXPLANATION ?? "the word 'the'";
 const SCORE_METHOD = process.env.SCORE_METHOD ?? "baseline";
 const MAX_SEQUENCES = process.env.MAX_SEQUENCES ?? "3";
+const STEPS = new Set((process.env.STEPS ?? "node,live,score").split(","));
+const SHOT = process.env.SHOT ?? "viewer";
 
 async function noFatalErrors(page) {
   const fatal = await page.evaluate(() => window.__viewerFatalErrors ?? null);
@@ -41,9 +44,16 @@ await withBrowser(async (page, session) => {
   await firstRow.nth(hottest).hover();
   f.tooltip = await page.getByTestId("token-tooltip").innerText();
   f.hoveredIndex = hottest;
-  await session.screenshot("viewer-node");
+  await session.screenshot(`${SHOT}-node`);
 
-  // 2. Live prompt: the same heatmap for the user's text, computed by the model.
+  if (STEPS.has("live")) await livePrompt(page, session);
+  if (STEPS.has("score")) await score(page, session);
+  await noFatalErrors(page);
+});
+
+/** 2. Live prompt: the same heatmap for the user's text, computed by the model. */
+async function livePrompt(page, session) {
+  const f = session.findings;
   await page.getByTestId("prompt-input").fill(PROMPT);
   await page.getByTestId("prompt-run").click();
   const live = page.getByTestId("live-result").or(page.getByTestId("live-prompt").getByTestId("error"));
@@ -55,9 +65,12 @@ await withBrowser(async (page, session) => {
   f.liveActivations = await liveTokens.evaluateAll((els) => els.map((e) => Number(e.dataset.activation)));
   check(f.liveTokens.length > 0, "live prompt rendered no tokens");
   await page.getByTestId("live-result").scrollIntoViewIfNeeded();
-  await session.screenshot("viewer-live-prompt");
+  await session.screenshot(`${SHOT}-live-prompt`);
+}
 
-  // 3. Score an explanation: the progress bar follows the jobEvents subscription to the final score.
+/** 3. Score an explanation: the progress bar follows the jobEvents subscription to the final score. */
+async function score(page, session) {
+  const f = session.findings;
   await page.getByTestId("score-explanation").fill(EXPLANATION);
   await page.getByTestId("score-method").fill(SCORE_METHOD);
   await page.getByTestId("score-max-sequences").fill(MAX_SEQUENCES);
@@ -84,7 +97,5 @@ await withBrowser(async (page, session) => {
   f.scoreText = await scorePanel.getByTestId("job-score").innerText();
   check(f.progressMax > 0 && f.progressNow === f.progressMax, `progress ended at ${f.progressNow}/${f.progressMax}`);
   await scorePanel.scrollIntoViewIfNeeded();
-  await session.screenshot("viewer-score");
-  await noFatalErrors(page);
-
-});
+  await session.screenshot(`${SHOT}-score`);
+}

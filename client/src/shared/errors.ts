@@ -19,6 +19,7 @@ const TITLES: Record<string, string> = {
   LIMIT_EXCEEDED: "The request is over a server limit",
   UNAUTHENTICATED: "Not signed in",
   CORRUPT_BLOB: "Stored data could not be read",
+  GRAPHQL_VALIDATION_FAILED: "The page and the server disagree on the schema (rebuild the client)",
   INTERNAL_SERVER_ERROR: "The server failed",
   NETWORK: "Could not reach the server",
   CLIENT: "The page failed",

@@ -7,14 +7,41 @@ import { ScorePanel } from "./ScorePanel";
 
 const RECORDS_SHOWN = 10;
 
-function Records({ title, records, testId }: { title: string; records: RecordFieldsFragment[]; testId: string }) {
+/**
+ * One value per token for the heatmap. MLP neurons and latents have that already. Attention heads store one
+ * value per (query, key) pair; a query token is shown with its strongest pair (the max of its attention
+ * row) and normalized against the node's max activation, as the server normalizes per-token records.
+ */
+export function perTokenValues(
+  record: RecordFieldsFragment,
+  maxActivation: number,
+): { activations: number[]; normalized: number[] } {
+  if (record.attentionRows === null) {
+    return { activations: record.activations, normalized: record.normalizedActivations };
+  }
+  const activations = record.attentionRows.map((row) => (row.length === 0 ? 0 : Math.max(...row)));
+  const normalized = activations.map((a) => (maxActivation > 0 ? Math.max(a / maxActivation, 0) : 0));
+  return { activations, normalized };
+}
+
+function Records({
+  title,
+  records,
+  maxActivation,
+  testId,
+}: {
+  title: string;
+  records: RecordFieldsFragment[];
+  maxActivation: number;
+  testId: string;
+}) {
   return (
     <section className="panel" data-testid={testId}>
       <h2>{title}</h2>
       {records.length === 0 && <div className="muted">none</div>}
       {records.map((r, i) => (
         <div className="record" key={i}>
-          <Heatmap tokens={r.tokens} activations={r.activations} normalized={r.normalizedActivations} />
+          <Heatmap tokens={r.tokens} {...perTokenValues(r, maxActivation)} />
           <span className="provenance">
             {r.provenance.source.toLowerCase()}
             {r.provenance.dataset ? ` · ${r.provenance.dataset}` : ""}
@@ -82,8 +109,21 @@ export function NodePanel({ nodeId }: { nodeId: string }) {
       </section>
       <ScorePanel key={node.id} nodeId={node.id} initialExplanation={best?.text ?? ""} />
       <LivePrompt key={`live-${node.id}`} nodeId={node.id} />
-      <Records title="Top-activating records" records={node.topActivations} testId="top-activations" />
-      <Records title="Random sample" records={node.randomSample} testId="random-sample" />
+      <Records
+        title="Top-activating records"
+        records={node.topActivations}
+        maxActivation={node.maxActivation}
+        testId="top-activations"
+      />
+      <Records
+        title="Random sample"
+        records={node.randomSample}
+        maxActivation={node.maxActivation}
+        testId="random-sample"
+      />
+      {node.__typename === "AttentionHead" && (
+        <div className="muted">Attention heads: each query token shows its strongest (query, key) pair.</div>
+      )}
     </div>
   );
 }

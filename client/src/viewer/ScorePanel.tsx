@@ -8,14 +8,14 @@ import { JobProgress } from "./JobProgress";
 /** "Score this explanation": starts a `scoreExplanation` job and follows it. */
 export function ScorePanel({ nodeId, initialExplanation }: { nodeId: string; initialExplanation: string }) {
   const [explanation, setExplanation] = useState(initialExplanation);
-  const [method, setMethod] = useState("baseline");
+  const [method, setMethod] = useState("");
   const [maxSequences, setMaxSequences] = useState(4);
   const [{ data, error, fetching }, scoreExplanation] = useScoreExplanationMutation();
   const jobId = data?.scoreExplanation.id;
 
   const start = () => {
     // urql resolves (never rejects) with errors in `error`; a rejection would be a bug, shown in the banner.
-    scoreExplanation({ input: { nodeId, explanation, method, maxSequences } }).catch(reportFatal);
+    scoreExplanation({ input: { nodeId, explanation, method: method.trim() || null, maxSequences } }).catch(reportFatal);
   };
 
   return (
@@ -36,7 +36,14 @@ export function ScorePanel({ nodeId, initialExplanation }: { nodeId: string; ini
           placeholder="an explanation, e.g. “the word ‘the’”"
         />
         <label>
-          method <input data-testid="score-method" value={method} size={12} onChange={(e) => setMethod(e.target.value)} />
+          method{" "}
+          <input
+            data-testid="score-method"
+            value={method}
+            size={12}
+            placeholder="server default"
+            onChange={(e) => setMethod(e.target.value)}
+          />
         </label>
         <label>
           sequences{" "}
