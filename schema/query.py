@@ -29,7 +29,7 @@ class ModelInfo:
 @strawberry.type
 class Query:
     @strawberry.field(description="A node by id, e.g. 'gpt2-small/mlp_neuron/5/131' or 'gpt2-small/ae-resid-delta-mlp-v4/5/1234'.")
-    def node(self, info: Info[Context, None], id: strawberry.ID) -> Node:
+    def node(self, info: Info[Context, None], id: strawberry.ID) -> Node | None:
         return node_of(node_resolvers.resolve_node(info.context, str(id)))
 
     @strawberry.field(description="Nodes of one kind (or autoencoder name) in one layer, paged by cursor.")

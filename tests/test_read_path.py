@@ -152,6 +152,8 @@ def test_explanations_equal_the_files(server: ServerProcess) -> None:
     assert files, "fixtures must include explanation files"
     for f in files:
         layer, index = int(f.parent.name), int(f.stem)
+        if (layer, index) == CORRUPT:
+            continue
         body = server.query(
             "query($id: ID!) { node(id: $id) { explanations { text score dataset } } }",
             {"id": f"gpt2-small/mlp_neuron/{layer}/{index}"},
@@ -159,6 +161,8 @@ def test_explanations_equal_the_files(server: ServerProcess) -> None:
         assert "errors" not in body, body
         raw = json.loads(f.read_text().strip())
         entries = raw.get("scored_explanations") or raw.get("scored_explanation_or_baseline_list")
+        # Entries with null text (old "baseline" rows) are skipped, as the original's read route does.
+        entries = [e for e in entries if e.get("explanation", e.get("explanation_or_baseline")) is not None]
         want = [e.get("explanation", e.get("explanation_or_baseline")) for e in entries]
         got = body["data"]["node"]["explanations"]
         assert [e["text"] for e in got] == want
@@ -211,9 +215,15 @@ def test_nan_activation_is_corrupt_data_naming_the_dataset(server: ServerProcess
                  and _has_nan_activation(f)]
     assert nan_files, "fixtures must include a record with a NaN activation"
     f = nan_files[0]
-    body = server.query(f'{{ node(id: "gpt2-small/mlp_neuron/{f.parent.name}/{f.stem}") {{ topActivations {{ activations }} stats {{ mean }} }} }}')
+    node_id = f"gpt2-small/mlp_neuron/{f.parent.name}/{f.stem}"
+    body = server.query(
+        "query($id: ID!) { a: node(id: $id) { topActivations { activations } randomSample { activations } }"
+        "                  b: node(id: $id) { stats { mean } } }",
+        {"id": node_id},
+    )
     assert error_codes(body) == ["CORRUPT_DATA"], body
-    assert body["data"]["node"]["stats"] is not None
+    assert "non-finite" in body["errors"][0]["message"]
+    assert body["data"]["b"]["stats"] is not None
 
 
 def test_syntax_error_is_typed_not_500(server: ServerProcess) -> None:
@@ -246,7 +256,7 @@ def test_unreachable_blob_service_is_upstream_unavailable() -> None:
     from tests.server import free_port
 
     dead = free_port()
-    with ServerProcess(["--run_model", "False", "--data_root", f"http://127.0.0.1:{dead}/devstoreaccount1/x/"],
+    with ServerProcess(["--run_model", "False", "--data_root", f"http://127.0.0.1:{dead}/devstoreaccount1/mirror/"],
                        env={"AZURE_STORAGE_CONNECTION_STRING": ""}) as s:
         body = s.query('{ node(id: "gpt2-small/mlp_neuron/0/0") { topActivations { tokens } } }', timeout=60)
         assert error_codes(body) == ["UPSTREAM_UNAVAILABLE"], body

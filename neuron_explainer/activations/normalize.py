@@ -43,6 +43,8 @@ def normalize(
     M is taken over ``pool`` when given (e.g. a record's top + random sequences while showing only some
     of them), else over ``values_per_sequence`` itself.
     """
+    if not values_per_sequence:
+        return []
     flat = _concatenate(values_per_sequence)  # [total_values]
     m = (
         normalization_max(pool)

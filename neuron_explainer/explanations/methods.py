@@ -1,0 +1,208 @@
+"""Explanation and scoring methods, chosen by name per request (and by ``--neuron_method`` /
+``--attention_head_method`` for defaults).
+
+``baseline`` keeps the original's meaning, the standard LLM method: the token-activation-pair
+explainer and the logprob-free simulator for neurons and latents; the attention-head explainer
+and the one-at-a-time scorer for heads. ``all-at-once`` is the paper's logprob simulator (needs an
+endpoint with prompt logprobs). ``top-tokens`` (explain) and ``token-lookup`` (score) need no LLM.
+Attention *latents* have per-token records, so they use the neuron methods (the original sent them
+to the head scorer, reference §7.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from neuron_explainer.activations.records import NeuronRecord
+from neuron_explainer.errors import BadInput, LlmNotConfigured
+from neuron_explainer.explanations.attention_scoring import (
+    AttentionPairScorer,
+    LlmPairPredictor,
+    candidate_pairs,
+)
+from neuron_explainer.explanations.explainers import AttentionHeadExplainer, TokenActivationPairExplainer
+from neuron_explainer.explanations.llm import LlmClient
+from neuron_explainer.explanations.no_llm import (
+    TokenLookupPairPredictor,
+    TokenLookupSimulator,
+    TopPairsExplainer,
+    TopTokensExplainer,
+)
+from neuron_explainer.explanations.results import ScoredAttentionSimulation, ScoredSimulation
+from neuron_explainer.explanations.scoring import OnSequence, simulate_and_score
+from neuron_explainer.explanations.simulators import AllAtOnceSimulator, LogprobFreeSimulator, Simulator
+from neuron_explainer.explanations.splits import DEFAULT_EXAMPLES_PER_SPLIT, valid_records
+from neuron_explainer.nodes import NodeKind
+
+
+class Explainer(Protocol):
+    async def explain(self, record: NeuronRecord) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreOutcome:
+    score: float | None
+    """``ev_correlation_score`` (neurons, latents) or ROC-AUC (heads; None with one class)."""
+    scored: ScoredSimulation | ScoredAttentionSimulation
+
+
+class Scorer(Protocol):
+    async def score(
+        self,
+        explanation: str,
+        record: NeuronRecord,
+        *,
+        max_sequences: int | None,
+        on_sequence: OnSequence | None,
+    ) -> ScoreOutcome: ...
+
+    def planned_sequences(self, record: NeuronRecord, max_sequences: int | None) -> int:
+        """How many ``on_sequence`` reports ``score`` will make (for progress totals)."""
+        ...
+
+
+class SimulationScorer:
+    """Neurons and latents: simulate the valid records, correlate over their concatenation."""
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        concurrency: int = 8,
+        examples_per_split: int | None = DEFAULT_EXAMPLES_PER_SPLIT,
+    ) -> None:
+        self.simulator = simulator
+        self.concurrency = concurrency
+        self.examples_per_split = examples_per_split
+
+    def planned_sequences(self, record: NeuronRecord, max_sequences: int | None) -> int:
+        return len(valid_records(record, self.examples_per_split, max_sequences))
+
+    async def score(
+        self,
+        explanation: str,
+        record: NeuronRecord,
+        *,
+        max_sequences: int | None,
+        on_sequence: OnSequence | None,
+    ) -> ScoreOutcome:
+        records = valid_records(record, self.examples_per_split, max_sequences)
+        scored = await simulate_and_score(
+            self.simulator, explanation, records, concurrency=self.concurrency, on_sequence=on_sequence
+        )
+        return ScoreOutcome(scored.ev_correlation_score, scored)
+
+
+class HeadScorer:
+    """Heads: ROC-AUC over labelled token pairs of the valid records; one report per pair."""
+
+    def __init__(self, pair_scorer: AttentionPairScorer) -> None:
+        self.pair_scorer = pair_scorer
+
+    def planned_sequences(self, record: NeuronRecord, max_sequences: int | None) -> int:
+        return len(
+            candidate_pairs(
+                valid_records(record, DEFAULT_EXAMPLES_PER_SPLIT, max_sequences), record.max_activation
+            )
+        )
+
+    async def score(
+        self,
+        explanation: str,
+        record: NeuronRecord,
+        *,
+        max_sequences: int | None,
+        on_sequence: OnSequence | None,
+    ) -> ScoreOutcome:
+        records = valid_records(record, DEFAULT_EXAMPLES_PER_SPLIT, max_sequences)
+        scored = await self.pair_scorer.score(explanation, records, record.max_activation, on_sequence)
+        return ScoreOutcome(scored.roc_auc_score, scored)
+
+
+def _llm(llm: LlmClient | None, method: str) -> LlmClient:
+    if llm is None:
+        raise LlmNotConfigured(
+            f"method {method!r} needs an LLM endpoint, and none is configured "
+            "(set OPENAI_API_KEY, or use a no-LLM method: top-tokens / token-lookup)",
+            method=method,
+        )
+    return llm
+
+
+def _baseline_explainer(llm: LlmClient | None, head: bool) -> Explainer:
+    client = _llm(llm, "baseline")
+    return AttentionHeadExplainer(client) if head else TokenActivationPairExplainer(client)
+
+
+def _top_tokens_explainer(llm: LlmClient | None, head: bool) -> Explainer:
+    return TopPairsExplainer() if head else TopTokensExplainer()
+
+
+def _baseline_scorer(llm: LlmClient | None, head: bool, concurrency: int) -> Scorer:
+    client = _llm(llm, "baseline")
+    if head:
+        return HeadScorer(AttentionPairScorer(LlmPairPredictor(client), concurrency))
+    return SimulationScorer(LogprobFreeSimulator(client), concurrency)
+
+
+def _all_at_once_scorer(llm: LlmClient | None, head: bool, concurrency: int) -> Scorer:
+    if head:
+        raise BadInput(
+            "method 'all-at-once' does not score attention heads; use baseline or token-lookup",
+            method="all-at-once",
+        )
+    return SimulationScorer(AllAtOnceSimulator(_llm(llm, "all-at-once")), concurrency)
+
+
+def _token_lookup_scorer(llm: LlmClient | None, head: bool, concurrency: int) -> Scorer:
+    if head:
+        return HeadScorer(AttentionPairScorer(TokenLookupPairPredictor(), concurrency))
+    return SimulationScorer(TokenLookupSimulator(), concurrency)
+
+
+_EXPLAINERS: dict[str, Callable[[LlmClient | None, bool], Explainer]] = {
+    "baseline": _baseline_explainer,
+    "top-tokens": _top_tokens_explainer,
+}
+_SCORERS: dict[str, Callable[[LlmClient | None, bool, int], Scorer]] = {
+    "baseline": _baseline_scorer,
+    "all-at-once": _all_at_once_scorer,
+    "token-lookup": _token_lookup_scorer,
+}
+
+
+class MethodRegistry:
+    """Builds explainers and scorers by name; an LLM method without an LLM is ``LlmNotConfigured``."""
+
+    def __init__(self, llm: LlmClient | None, sequence_concurrency: int = 8) -> None:
+        self.llm = llm
+        self.sequence_concurrency = sequence_concurrency
+
+    @staticmethod
+    def explainer_names() -> Sequence[str]:
+        return list(_EXPLAINERS)
+
+    @staticmethod
+    def scorer_names() -> Sequence[str]:
+        return list(_SCORERS)
+
+    def explainer(self, method: str, kind: NodeKind) -> Explainer:
+        factory = _EXPLAINERS.get(method)
+        if factory is None:
+            raise BadInput(
+                f"unknown explanation method {method!r}; known: {', '.join(_EXPLAINERS)}",
+                method=method,
+                known=list(_EXPLAINERS),
+            )
+        return factory(self.llm, kind.is_token_pair)
+
+    def scorer(self, method: str, kind: NodeKind) -> Scorer:
+        factory = _SCORERS.get(method)
+        if factory is None:
+            raise BadInput(
+                f"unknown scoring method {method!r}; known: {', '.join(_SCORERS)}",
+                method=method,
+                known=list(_SCORERS),
+            )
+        return factory(self.llm, kind.is_token_pair, self.sequence_concurrency)

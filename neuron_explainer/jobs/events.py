@@ -1,0 +1,66 @@
+"""What a job reports, in order: the typed event log a subscription replays and follows.
+
+Every event carries ``seq``, its position in its job's log (0, 1, 2, ...), assigned by the log on
+append; a subscriber that saw ``seq = n`` resumes with ``after = n`` and misses nothing.
+A log always ends with exactly one ``Completed`` or ``Failed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    seq: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ExplanationProduced:
+    text: str
+    seq: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSimulated:
+    """One scored sequence (neurons, latents) or one labelled token pair (heads: ``predicted`` and
+    ``actual`` hold one value each, the pair's probability and 0/1 label, and ``sequence_score`` is None)."""
+
+    index: int
+    tokens: list[str]
+    predicted: list[float]
+    actual: list[float]
+    sequence_score: float | None
+    running_score: float | None
+    """The job's score over every sequence finished so far."""
+    seq: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done: int
+    total: int
+    seq: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    explanation: str
+    score: float | None
+    """None for an explanation that was not scored, or a head score with one class of pairs."""
+    seq: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    code: str
+    """The typed error's code (``UPSTREAM_UNAVAILABLE``, ``LLM_BAD_REPLY``, ...)."""
+    message: str
+    seq: int = -1
+
+
+JobEvent = Started | ExplanationProduced | SequenceSimulated | Progress | Completed | Failed
+
+
+def is_terminal(event: JobEvent) -> bool:
+    return isinstance(event, Completed | Failed)

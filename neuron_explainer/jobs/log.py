@@ -1,0 +1,72 @@
+"""The event log behind every job: append-only per job, replayed and followed by subscribers.
+
+An interface so a shared broker (e.g. Redis streams) can replace the in-memory log and let several
+server replicas serve one job's subscription. ``follow`` replays the events after ``after`` and
+then waits for new ones, ending after the terminal event; no event appended in between is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from neuron_explainer.jobs.events import JobEvent, is_terminal
+
+
+class EventLog(Protocol):
+    async def append(self, job_id: str, event: JobEvent) -> JobEvent:
+        """Store ``event`` as the job's next; returns it with ``seq`` set."""
+        ...
+
+    def follow(self, job_id: str, after: int | None = None) -> AsyncIterator[JobEvent]:
+        """Events with ``seq > after`` (all when None), then new ones as they come, up to the terminal one."""
+        ...
+
+    async def snapshot(self, job_id: str) -> list[JobEvent]: ...
+
+
+class InMemoryEventLog:
+    """One list and one condition per job; everything on the event loop, so no locks beyond it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[JobEvent]] = {}
+        self._changed: dict[str, asyncio.Condition] = {}
+
+    def _condition(self, job_id: str) -> asyncio.Condition:
+        if job_id not in self._changed:
+            self._changed[job_id] = asyncio.Condition()
+            self._events[job_id] = []
+        return self._changed[job_id]
+
+    async def append(self, job_id: str, event: JobEvent) -> JobEvent:
+        condition = self._condition(job_id)
+        async with condition:
+            events = self._events[job_id]
+            if events and is_terminal(events[-1]):
+                raise RuntimeError(f"job {job_id} already ended; cannot append {type(event).__name__}")
+            stored = dataclasses.replace(event, seq=len(events))
+            events.append(stored)
+            condition.notify_all()
+        return stored
+
+    async def follow(self, job_id: str, after: int | None = None) -> AsyncIterator[JobEvent]:
+        condition = self._condition(job_id)
+        events = self._events[job_id]
+        position = 0 if after is None else max(0, after + 1)
+        while True:
+            async with condition:
+                if events and is_terminal(events[-1]) and position >= len(events):
+                    return  # resumed after the end: nothing more will come
+                while len(events) <= position:
+                    await condition.wait()
+                batch = events[position:]
+            for event in batch:
+                yield event
+                if is_terminal(event):
+                    return
+            position += len(batch)
+
+    async def snapshot(self, job_id: str) -> list[JobEvent]:
+        return list(self._events.get(job_id, []))
