@@ -23,7 +23,7 @@ function TopRecords({ id }: { id: string }) {
   if (error) return <p>{error.graphQLErrors.map((e) => `${e.extensions.code}: ${e.message}`).join("; ")}</p>;
   return (
     <ul>
-      {data?.node.topActivations.map((r, i) => (
+      {data?.node?.topActivations.map((r, i) => (
         <li key={i}>{r.tokens.join("")} (max {Math.max(...r.activations).toFixed(2)})</li>
       ))}
     </ul>

@@ -4,7 +4,7 @@ import { useJobEventsSubscription, useNodePageQuery } from "../../src/generated/
 
 export function Proper(): string {
   const [page] = useNodePageQuery({ variables: { id: "tiny-gpt2/mlp_neuron/0/1", first: 5, source: "STORED" } });
-  const kurtosis: number | null = page.data?.node.stats.kurtosis ?? null;
+  const kurtosis: number | null = page.data?.node?.stats.kurtosis ?? null;
   useJobEventsSubscription({ variables: { jobId: "job", after: 0 } });
   return String(kurtosis);
 }
