@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.server
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -231,6 +234,56 @@ async def test_max_concurrency_one_still_serves_many_concurrent_reads(azurite: s
         assert got == [str(i).encode() for i in range(20)]
     finally:
         await store.close()
+
+
+async def test_a_bare_404_from_something_that_is_not_a_blob_service_is_not_a_miss() -> None:
+    """A proxy or web server answering 404 at a wrong URL must not look like "every node is missing"."""
+
+    class NotFoundEverywhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFoundEverywhere)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    store = open_store(f"http://127.0.0.1:{server.server_port}/devstoreaccount1/data", connection_string="")
+    try:
+        with pytest.raises(UpstreamUnavailable, match="not answering as an Azure blob service"):
+            await store.get("0/1.json")
+        with pytest.raises(UpstreamUnavailable, match="not answering as an Azure blob service"):
+            await store.list("")
+    finally:
+        await store.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_a_service_that_never_answers_times_out_as_configured() -> None:
+    """Connections complete (the kernel's backlog accepts them) but no reply ever comes."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        store = AzureStore(
+            "data",
+            account_url=f"http://127.0.0.1:{port}/devstoreaccount1",
+            read_timeout_s=0.3,
+            retry_total=1,
+            retry_backoff_s=0.1,
+        )
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamUnavailable, match="cannot reach"):
+                await store.get("0/1.json")
+        finally:
+            await store.close()
+        assert time.monotonic() - started < 5
 
 
 async def test_unreachable_service_fails_fast_with_upstream_unavailable() -> None:

@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 
 from neuron_explainer.errors import BadInput, UpstreamUnavailable
+from neuron_explainer.storage.azure_reads import BlobGetter
 from neuron_explainer.storage.base import PreconditionFailed
 from neuron_explainer.storage.paths import check_path, check_prefix
 
@@ -89,6 +90,14 @@ class AzureStore:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._create_lock = asyncio.Lock()
         self._container_ready = False
+        credential = self._service.credential
+        self._getter: BlobGetter | None = None
+        if BlobGetter.supports(credential):
+            self._getter = BlobGetter(
+                self._container.url, container, credential, location=self._location,
+                max_concurrency=max_concurrency, connection_timeout_s=connection_timeout_s,
+                read_timeout_s=read_timeout_s, retry_total=retry_total, retry_backoff_s=retry_backoff_s,
+            )
 
     @property
     def location(self) -> str:
@@ -108,12 +117,16 @@ class AzureStore:
 
     async def get_with_etag(self, path: str) -> tuple[bytes, str] | None:
         name = self._prefix + check_path(path)
+        if self._getter is not None:
+            async with self._semaphore:
+                return await self._getter.get(name)
         async with self._semaphore:
             with self._errors("read", path):
                 try:
                     downloader = await self._container.download_blob(name)
                     data = await downloader.readall()
-                except ResourceNotFoundError:
+                except ResourceNotFoundError as e:
+                    self._check_is_blob_service(e, "read", path)
                     return None
         etag = downloader.properties.etag
         assert isinstance(data, bytes) and isinstance(etag, str)
@@ -152,11 +165,14 @@ class AzureStore:
                 try:
                     async for name in self._container.list_blob_names(name_starts_with=start or None):
                         names.append(name[len(self._prefix) :])
-                except ResourceNotFoundError:
+                except ResourceNotFoundError as e:
+                    self._check_is_blob_service(e, "list", prefix)
                     return []
         return sorted(names)
 
     async def close(self) -> None:
+        if self._getter is not None:
+            await self._getter.close()
         await self._service.close()
 
     async def _create_container(self) -> None:
@@ -166,6 +182,18 @@ class AzureStore:
             with contextlib.suppress(ResourceExistsError):
                 await self._container.create_container()
             self._container_ready = True
+
+    def _check_is_blob_service(self, e: ResourceNotFoundError, verb: str, path: str) -> None:
+        """A 404 is a miss only if the blob service said so: Azure and Azurite always name the error
+        (``x-ms-error-code``). A bare 404 comes from something else at that URL (a proxy, a web
+        server, a wrong host), and treating it as "no such blob" would hide the misconfiguration."""
+        if getattr(e, "error_code", None) is None:
+            raise UpstreamUnavailable(
+                f"{self._location} is not answering as an Azure blob service ({verb} {path!r}: bare 404)",
+                location=self._location,
+                blob=path,
+                status=404,
+            ) from e
 
     @contextlib.contextmanager
     def _errors(self, verb: str, path: str) -> Iterator[None]:
