@@ -78,9 +78,7 @@ def run_script(name: str, server: ServerProcess, **env: str) -> dict[str, Any]:
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, f"{name}.mjs printed no report (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
     report: dict[str, Any] = json.loads(lines[-1])
-    assert report["ok"] and done.returncode == 0, (
-        f"{report['failure']}\n{done.stderr}\nserver log:\n{server.log()}"
-    )
+    assert report["ok"] and done.returncode == 0, f"{report['failure']}\n{done.stderr}\nserver log:\n{server.log()}"
     for shot in report.get("screenshots", []):
         assert Path(shot).stat().st_mtime >= started - 1, f"{shot} is left from an earlier run"
     return report
@@ -101,11 +99,7 @@ def job_events(server: ServerProcess, job_id: str) -> list[dict[str, Any]]:
     with connect(server.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=10) as ws:
         ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
-        ws.send(
-            json.dumps(
-                {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"id": job_id}}}
-            )
-        )
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"id": job_id}}}))
         while True:
             message = json.loads(ws.recv(timeout=60))
             if message["type"] == "complete":
@@ -123,10 +117,23 @@ def test_graphiql_page_loads_only_local_assets(server: ServerProcess) -> None:
 
 
 def test_graphiql_renders_offline_and_executes_a_query(server: ServerProcess) -> None:
-    report = run_script("graphiql", server, QUERY="query Probe { modelInfo { modelName running } }")
+    job = graphql(
+        server,
+        "mutation($input: ScoreExplanationInput!) { scoreExplanation(input: $input) { id } }",
+        input={"nodeId": NODE_ID, "explanation": EXPLANATION, "method": SCORE_METHOD, "maxSequences": 2},
+    )["scoreExplanation"]
+    report = run_script(
+        "graphiql",
+        server,
+        QUERY="query Probe { modelInfo { modelName running } }",
+        EXPECT='"modelName": "tiny-gpt2"',
+        SUBSCRIPTION=f'subscription Follow {{ jobEvents(jobId: "{job["id"]}") {{ __typename seq }} }}',
+        EXPECT_SUBSCRIPTION='"JobCompleted"',
+    )
     assert report["blocked"] == []
-    assert '"modelName": "tiny-gpt2"' in report["response"]
     assert '"running": true' in report["response"]
+    # The subscription ran over graphql-ws on /graphql and showed the job's last event.
+    assert '"__typename": "JobCompleted"' in report["subscriptionResponse"]
     # Monaco's language workers came from this server, not a CDN.
     assert {Path(w).name for w in report["workers"]} >= {"editor.worker.js", "graphql.worker.js"}
     assert all(a.startswith(("/graphql", "/static/graphiql/")) for a in report["assets"]), report["assets"]
@@ -155,9 +162,7 @@ def test_viewer_heatmap_live_prompt_and_scoring(server: ServerProcess) -> None:
     top = node["topActivations"][0]
     assert report["firstRecordTokens"] == top["tokens"]
     assert report["firstRecordActivations"] == pytest.approx(top["activations"])
-    for background, normalized in zip(
-        report["firstRecordBackgrounds"], top["normalizedActivations"], strict=True
-    ):
+    for background, normalized in zip(report["firstRecordBackgrounds"], top["normalizedActivations"], strict=True):
         alpha = min(1.0, abs(normalized))
         if alpha == 0:
             assert background == "rgba(0, 0, 0, 0)"
@@ -224,6 +229,4 @@ def test_attention_head_heatmap_shows_each_query_tokens_strongest_pair(
     )["node"]
     top = node["topActivations"][0]
     assert report["firstRecordTokens"] == top["tokens"]
-    assert report["firstRecordActivations"] == pytest.approx(
-        [max(row, default=0) for row in top["attentionRows"]]
-    )
+    assert report["firstRecordActivations"] == pytest.approx([max(row, default=0) for row in top["attentionRows"]])

@@ -38,8 +38,8 @@ export function foldJobEvent(state: JobState | undefined, event: JobEvent): JobS
   switch (event.__typename) {
     case "JobStarted":
       return next;
-    case "JobExplanation":
-      return { ...next, explanation: event.explanation };
+    case "ExplanationProduced":
+      return { ...next, explanation: event.text };
     case "SequenceSimulated":
       return { ...next, runningScore: event.runningScore };
     case "JobProgress":
