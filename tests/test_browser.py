@@ -189,6 +189,11 @@ def test_viewer_heatmap_live_prompt_and_scoring(server: ServerProcess) -> None:
     score = completed[0]["score"]
     assert score is not None and math.isfinite(score)
     assert shown_score == pytest.approx(score, abs=5e-4)
+    # The scored explanation was stored, and the page refetched and listed it with its score and method.
+    assert any(
+        line.startswith(EXPLANATION) and f"score {score:.3f}" in line and SCORE_METHOD in line
+        for line in report["explanationsAfterScoring"]
+    ), report["explanationsAfterScoring"]
 
 
 def test_viewer_shows_typed_errors_readably(fixtures_server: ServerProcess) -> None:

@@ -96,6 +96,10 @@ async function score(page, session) {
   f.progressWidth = await bar.locator(".progress-fill").evaluate((e) => e.style.width);
   f.scoreText = await scorePanel.getByTestId("job-score").innerText();
   check(f.progressMax > 0 && f.progressNow === f.progressMax, `progress ended at ${f.progressNow}/${f.progressMax}`);
+  // The node page refetches its explanations when the job completes: the scored one is listed.
+  const listed = page.getByTestId("explanations").locator("li").filter({ hasText: EXPLANATION });
+  await listed.first().waitFor();
+  f.explanationsAfterScoring = await page.getByTestId("explanations").locator("li").allInnerTexts();
   await scorePanel.scrollIntoViewIfNeeded();
   await session.screenshot(`${SHOT}-score`);
 }

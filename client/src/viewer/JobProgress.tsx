@@ -1,3 +1,5 @@
+import { useEffect, useRef } from "react";
+
 import { type JobEventsSubscription, useJobEventsSubscription } from "../generated/hooks";
 import { ErrorView } from "./ErrorView";
 import { formatNumber } from "./Heatmap";
@@ -57,12 +59,23 @@ export function foldJobEvent(state: JobState | undefined, event: JobEvent): JobS
   }
 }
 
-/** A progress bar fed by the `jobEvents` subscription, then the final score (or the job's error). */
-export function JobProgress({ jobId }: { jobId: string }) {
+/**
+ * A progress bar fed by the `jobEvents` subscription, then the final score (or the job's error).
+ * `onCompleted` runs once when the job completes (the node page refetches its explanations then).
+ */
+export function JobProgress({ jobId, onCompleted }: { jobId: string; onCompleted?: () => void }) {
   const [result] = useJobEventsSubscription<JobState>({ variables: { jobId, after: null } }, (prev, data) =>
     foldJobEvent(prev, data.jobEvents),
   );
   const state = result.data ?? INITIAL;
+  // Once per job, however often the parent re-renders with a new callback.
+  const notified = useRef(false);
+  useEffect(() => {
+    if (state.completed && !notified.current) {
+      notified.current = true;
+      onCompleted?.();
+    }
+  }, [state.completed, onCompleted]);
   const fraction = state.total ? Math.min(1, state.done / state.total) : state.completed ? 1 : 0;
   return (
     <div className="job" data-testid="job" data-job-id={jobId}>

@@ -54,7 +54,7 @@ function Records({
 
 /** Everything the server knows about one node: stats, top-activating records, explanations, live prompt, scoring. */
 export function NodePanel({ nodeId }: { nodeId: string }) {
-  const [{ data, error, fetching }] = useNodePageQuery({
+  const [{ data, error, fetching }, refetch] = useNodePageQuery({
     variables: { id: nodeId, first: RECORDS_SHOWN, source: "AUTO" },
   });
   if (fetching && !data) return <div className="muted" data-testid="loading">Loading {nodeId}…</div>;
@@ -107,7 +107,12 @@ export function NodePanel({ nodeId }: { nodeId: string }) {
           ))}
         </ul>
       </section>
-      <ScorePanel key={node.id} nodeId={node.id} initialExplanation={best?.text ?? ""} />
+      <ScorePanel
+        key={node.id}
+        nodeId={node.id}
+        initialExplanation={best?.text ?? ""}
+        onScored={() => refetch({ requestPolicy: "network-only" })}
+      />
       <LivePrompt key={`live-${node.id}`} nodeId={node.id} />
       <Records
         title="Top-activating records"

@@ -6,7 +6,15 @@ import { reportFatal } from "./fatal";
 import { JobProgress } from "./JobProgress";
 
 /** "Score this explanation": starts a `scoreExplanation` job and follows it. */
-export function ScorePanel({ nodeId, initialExplanation }: { nodeId: string; initialExplanation: string }) {
+export function ScorePanel({
+  nodeId,
+  initialExplanation,
+  onScored,
+}: {
+  nodeId: string;
+  initialExplanation: string;
+  onScored?: () => void;
+}) {
   const [explanation, setExplanation] = useState(initialExplanation);
   const [method, setMethod] = useState("");
   const [maxSequences, setMaxSequences] = useState(4);
@@ -60,7 +68,7 @@ export function ScorePanel({ nodeId, initialExplanation }: { nodeId: string; ini
         </button>
       </form>
       {error && <ErrorView error={error} />}
-      {jobId !== undefined && <JobProgress key={jobId} jobId={jobId} />}
+      {jobId !== undefined && <JobProgress key={jobId} jobId={jobId} onCompleted={onScored} />}
     </section>
   );
 }
