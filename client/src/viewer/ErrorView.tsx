@@ -6,8 +6,7 @@ import { useFatalErrors } from "./fatal";
 function ErrorItem({ error }: { error: ReadableError }) {
   return (
     <div className="error" role="alert" data-testid="error" data-code={error.code}>
-      <strong>{error.title}</strong>
-      <span className="error-code">{error.code}</span>
+      <strong>{error.title}</strong> <span className="error-code">{error.code}</span>
       <div className="error-message">{error.message}</div>
       {error.details.length > 0 && (
         <dl className="error-details">

@@ -100,8 +100,7 @@ export function JobProgress({ jobId, onCompleted }: { jobId: string; onCompleted
       )}
       {state.failed && (
         <div className="error" role="alert" data-testid="error" data-code={state.failed.code}>
-          <strong>The job failed</strong>
-          <span className="error-code">{state.failed.code}</span>
+          <strong>The job failed</strong> <span className="error-code">{state.failed.code}</span>
           <div className="error-message">{state.failed.message}</div>
         </div>
       )}
