@@ -12,8 +12,8 @@ from neuron_explainer.jobs import ExplanationWriter, JobManager
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.provenance import DataSource
 from neuron_explainer.settings import ServerSettings
-from neuron_explainer.storage.datasets import DatasetRegistry
 from neuron_explainer.storage.base import BlobStore
+from neuron_explainer.storage.datasets import DatasetRegistry
 from neuron_explainer.storage.locations import open_store
 from neuron_explainer.storage.overlay import OverlayStore
 from neuron_explainer.storage.reader import RecordReader
