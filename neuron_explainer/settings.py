@@ -20,10 +20,26 @@ class ServerSettings:
     attention_head_method: str = "baseline"
     cuda_memory_debugging: bool = False
     data_root: str = DEFAULT_DATA_ROOT
+    write_root: str | None = None
+    """Where the server writes (scored explanations, live records); reads look here first. None: data_root."""
     allowed_origins: tuple[str, ...] = ()
     """Exact origins or regexes; empty means any localhost origin, as the original server allowed."""
     cache_bytes: int = 256 * 1024 * 1024
     max_concurrent_reads: int = 64
     build_demo_dataset: bool = False
     """Build the demo dataset into ``data_root`` on first start (the embedded default does)."""
+    llm_base_url: str | None = None
+    """An OpenAI-protocol endpoint (``.../v1``); None = api.openai.com."""
+    llm_api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the key (never the key itself: settings get logged)."""
+    explainer_model: str = "gpt-4o"
+    simulator_model: str = "gpt-4o"
+    llm_concurrency: int = 8
+    """LLM calls in flight at once over all jobs."""
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 5
+    """Retries of a 429/5xx/timeout/connection error, with exponential backoff from ``llm_backoff_s``."""
+    llm_backoff_s: float = 1.0
+    max_concurrent_jobs: int = 4
+    """Explain/score jobs running at once; more wait as ``QUEUED``."""
     extra: dict[str, str] = field(default_factory=dict)

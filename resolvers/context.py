@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from neuron_explainer.models.shapes import KNOWN_SHAPES, ModelShape
 from neuron_explainer.nodes import NodeId, NodeKind
 from neuron_explainer.settings import ServerSettings

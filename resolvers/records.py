@@ -30,9 +30,7 @@ async def resolve_record(ctx: Context, node: NodeId, source: DataSource) -> Reso
             if source is DataSource.STORED or (live is None and ctx.services.engine is None):
                 raise
     if ctx.services.engine is None:
-        raise ModelNotLoaded(
-            f"{node} has no stored record and no model is running (--run_model False)", node=str(node)
-        )
+        raise ModelNotLoaded(f"{node} has no stored record and no model is running (--run_model False)", node=str(node))
     if live is None:
         raise NotFound(f"{node}: live top-activating records are not available on this server", node=str(node))
     ctx.cacheable = False
@@ -40,15 +38,14 @@ async def resolve_record(ctx: Context, node: NodeId, source: DataSource) -> Reso
     return result
 
 
-def _finite_views(
-    views: list[RecordView], node: NodeId, provenance: Provenance
-) -> list[tuple[RecordView, Provenance]]:
+def _finite_views(views: list[RecordView], node: NodeId, provenance: Provenance) -> list[tuple[RecordView, Provenance]]:
     """GraphQL floats cannot carry NaN: a stored NaN activation is reported as corrupt data, by name."""
     for i, view in enumerate(views):
-        if not all(math.isfinite(a) for a in view.activations):
+        if not math.isfinite(sum(view.activations, 0.0)) and not all(math.isfinite(a) for a in view.activations):
             raise CorruptBlob(
                 f"{node}: record {i} in dataset {provenance.dataset} holds a non-finite activation",
-                node=str(node), dataset=provenance.dataset,
+                node=str(node),
+                dataset=provenance.dataset,
             )
     return [(v, provenance) for v in views]
 
@@ -58,7 +55,9 @@ def _check_first(first: int | None) -> None:
         raise BadInput(f"first must be >= 0, got {first}", argument="first")
 
 
-async def top_activations(ctx: Context, node: NodeId, first: int | None, source: DataSource) -> list[tuple[RecordView, Provenance]]:
+async def top_activations(
+    ctx: Context, node: NodeId, first: int | None, source: DataSource
+) -> list[tuple[RecordView, Provenance]]:
     _check_first(first)
     resolved = await resolve_record(ctx, node, source)
     records = resolved.record.most_positive_activation_records[:first]
@@ -66,7 +65,9 @@ async def top_activations(ctx: Context, node: NodeId, first: int | None, source:
     return _finite_views(views, node, resolved.provenance)
 
 
-async def random_sample(ctx: Context, node: NodeId, first: int | None, source: DataSource) -> list[tuple[RecordView, Provenance]]:
+async def random_sample(
+    ctx: Context, node: NodeId, first: int | None, source: DataSource
+) -> list[tuple[RecordView, Provenance]]:
     _check_first(first)
     resolved = await resolve_record(ctx, node, source)
     records = resolved.record.random_sample[:first]

@@ -1,11 +1,13 @@
-"""Enums shared by the schema: the core's enums, exposed as-is (member names become GraphQL values)."""
+"""Enums shared by the schema: the core's own enums, registered with Strawberry (member names become values)."""
 
 from __future__ import annotations
 
 import strawberry
 
-from neuron_explainer.nodes import NodeKind as CoreNodeKind
-from neuron_explainer.provenance import DataSource as CoreDataSource
+from neuron_explainer.nodes import NodeKind
+from neuron_explainer.provenance import DataSource
 
-DataSource = strawberry.enum(CoreDataSource, name="DataSource", description="Where a value comes from.")
-NodeKind = strawberry.enum(CoreNodeKind, name="NodeKind", description="What kind of model component a node is.")
+strawberry.enum(DataSource, name="DataSource", description="Where a value comes from.")
+strawberry.enum(NodeKind, name="NodeKind", description="What kind of model component a node is.")
+
+__all__ = ["DataSource", "NodeKind"]

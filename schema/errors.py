@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -16,14 +17,21 @@ log = logging.getLogger("neuron_explainer.errors")
 def translate_error(error: GraphQLError, request_id: str) -> GraphQLError:
     original = error.original_error
     if original is None:
-        # Parse and validation errors: the client's query is wrong.
-        ext = dict(error.extensions or {})
-        ext.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
-        return GraphQLError(error.message, nodes=error.nodes, source=error.source, positions=error.positions,
-                            path=error.path, extensions=ext)
+        # Parse and validation errors: the client's query is wrong. Tagged in place, because strawberry
+        # keeps the same error objects in more than one list.
+        error.extensions = {
+            **(error.extensions or {}),
+            "code": (error.extensions or {}).get("code") or "GRAPHQL_VALIDATION_FAILED",
+        }
+        return error
     if isinstance(original, NeuronExplainerError):
-        return GraphQLError(original.message, nodes=error.nodes, path=error.path, original_error=original,
-                            extensions=original.extensions())
+        return GraphQLError(
+            original.message,
+            nodes=error.nodes,
+            path=error.path,
+            original_error=original,
+            extensions=original.extensions(),
+        )
     log.error("internal error in request %s at %s", request_id, error.path, exc_info=original)
     return GraphQLError(
         f"Internal server error (request id {request_id})",
@@ -45,12 +53,21 @@ class TypedErrors(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             rid = self._request_id()
-            result.errors = [translate_error(e, rid) for e in result.errors]
+            result.errors[:] = [translate_error(e, rid) for e in result.errors]
         pre = self.execution_context.pre_execution_errors
         if pre:
             rid = self._request_id()
-            self.execution_context.pre_execution_errors = [translate_error(e, rid) for e in pre]
+            # In place: strawberry's pre-execution result holds this very list.
+            pre[:] = [translate_error(e, rid) for e in pre]
 
     def on_operation(self) -> Iterator[None]:  # type: ignore[override]
         yield
         self._translate()
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:  # type: ignore[override]
+        """Subscriptions: each streamed result is translated as it leaves (``on_operation`` only ends
+        with the stream). Translating twice is harmless: a typed error maps to itself."""
+        if getattr(result, "errors", None):
+            rid = self._request_id()
+            result.errors = [translate_error(e, rid) for e in result.errors]
+        yield

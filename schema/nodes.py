@@ -5,9 +5,11 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from neuron_explainer.nodes import NodeId, NodeKind as CoreNodeKind
+from neuron_explainer.nodes import NodeId
+from neuron_explainer.nodes import NodeKind as CoreNodeKind
 from neuron_explainer.storage.reader import StoredExplanation
-from resolvers import nodes as node_resolvers, records as record_resolvers
+from resolvers import nodes as node_resolvers
+from resolvers import records as record_resolvers
 from resolvers.context import Context
 from schema.enums import DataSource, NodeKind
 from schema.records import ActivationRecord, QuantileSample, Stats

@@ -28,7 +28,9 @@ class ModelInfo:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="A node by id, e.g. 'gpt2-small/mlp_neuron/5/131' or 'gpt2-small/ae-resid-delta-mlp-v4/5/1234'.")
+    @strawberry.field(
+        description="A node by id, e.g. 'gpt2-small/mlp_neuron/5/131' or 'gpt2-small/ae-resid-delta-mlp-v4/5/1234'."
+    )
     def node(self, info: Info[Context, None], id: strawberry.ID) -> Node | None:
         return node_of(node_resolvers.resolve_node(info.context, str(id)))
 
@@ -45,7 +47,9 @@ class Query:
         first_node, total = node_resolvers.count_nodes(info.context, model, kind, layer)
         start, stop = node_resolvers.page_bounds(total, first, after)
         edges = [
-            NodeEdge(cursor=str(i), node=node_of(node_resolvers.resolve_node(info.context, f"{model}/{kind}/{layer}/{i}")))
+            NodeEdge(
+                cursor=str(i), node=node_of(node_resolvers.resolve_node(info.context, f"{model}/{kind}/{layer}/{i}"))
+            )
             for i in range(start, stop)
         ]
         return NodeConnection(

@@ -15,22 +15,51 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from graphql import DocumentNode, FieldNode, OperationDefinitionNode, OperationType, TypeInfo, TypeInfoVisitor, Visitor, visit
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    OperationDefinitionNode,
+    OperationType,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
+    visit,
+)
 from graphql.execution import ExecutionResult
 from strawberry.extensions import SchemaExtension
 
 _NODE_TYPES = ("Node", "MlpNeuron", "AttentionHead", "AutoencoderLatent")
-_NODE_FIELDS = ("id", "kind", "layer", "index", "autoencoder", "maxActivation", "topActivations", "randomSample",
-                "quantileSamples", "stats")
+_NODE_FIELDS = (
+    "id",
+    "kind",
+    "layer",
+    "index",
+    "autoencoder",
+    "maxActivation",
+    "topActivations",
+    "randomSample",
+    "quantileSamples",
+    "stats",
+)
 IMMUTABLE_FIELDS: frozenset[str] = frozenset(
     {"Query.node", "Query.nodes"}
     | {f"{t}.{f}" for t in _NODE_TYPES for f in _NODE_FIELDS}
-    | {f"ActivationRecord.{f}" for f in ("tokens", "activations", "normalizedActivations", "attentionRows", "provenance")}
+    | {
+        f"ActivationRecord.{f}"
+        for f in ("tokens", "activations", "normalizedActivations", "attentionRows", "provenance")
+    }
     | {f"Provenance.{f}" for f in ("source", "dataset", "model", "computedAt")}
     | {f"Stats.{f}" for f in ("mean", "variance", "skewness", "kurtosis", "quantileBoundaries", "provenance")}
     | {f"QuantileSample.{f}" for f in ("lowerBound", "upperBound", "records")}
-    | {"NodeConnection.edges", "NodeConnection.pageInfo", "NodeConnection.totalCount", "NodeEdge.cursor",
-       "NodeEdge.node", "PageInfo.hasNextPage", "PageInfo.endCursor"}
+    | {
+        "NodeConnection.edges",
+        "NodeConnection.pageInfo",
+        "NodeConnection.totalCount",
+        "NodeEdge.cursor",
+        "NodeEdge.node",
+        "PageInfo.hasNextPage",
+        "PageInfo.endCursor",
+    }
 )
 
 
@@ -61,10 +90,17 @@ class ResponseCache:
         self._bytes = 0
         self._entries: OrderedDict[bytes, tuple[ExecutionResult, int]] = OrderedDict()
         self._qualifies: dict[str, bool] = {}
+        self._seen: set[str] = set()
         self.hits = 0
 
     def qualifies(self, schema: Any, query: str, document: DocumentNode) -> bool:
+        """Only a query seen before is analysed: one-off queries should not pay for the analysis."""
         known = self._qualifies.get(query)
+        if known is None and query not in self._seen:
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen.add(query)
+            return False
         if known is None:
             type_info = TypeInfo(schema)
             checker = _Checker(type_info)
@@ -101,13 +137,15 @@ class CachedResponses(SchemaExtension):
         cache: ResponseCache | None = getattr(getattr(ctx, "services", None), "response_cache", None)
         document = ec.graphql_document
         key: bytes | None = None
-        if cache is not None and document is not None and ec.query is not None:
-            if cache.qualifies(ec.schema._schema, ec.query, document):
-                key = orjson.dumps([ec.query, ec.operation_name, ec.variables], option=orjson.OPT_SORT_KEYS)
-                hit = cache.get(key)
-                if hit is not None:
-                    ec.result = hit
-                    key = None
+        query = ec.query
+        if cache is not None and document is not None and query is not None and cache.qualifies(
+            ec.schema._schema, query, document
+        ):
+            key = orjson.dumps([query, ec.operation_name, ec.variables], option=orjson.OPT_SORT_KEYS)
+            hit = cache.get(key)
+            if hit is not None:
+                ec.result = hit
+                key = None
         yield
         result = ec.result
         if (

@@ -15,7 +15,9 @@ Faults are queued per path and consumed one per request: "429", "500", "400", "s
 ``slow_s`` first), "malformed" (a reply that does not parse), "short" (a JSON reply with one
 activation too few). ``latency_s`` delays every answer. Settable on the object or over
 ``POST /admin/faults {"path", "faults"}`` and ``POST /admin/latency {"seconds"}``.
-Run it with ``async with serve(fake) as base_url`` (real uvicorn on a free loopback port).
+Run it with ``async with serve(fake) as base_url`` (real uvicorn on a free loopback port), or with
+``with serve_in_thread(fake) as base_url`` on its own event loop in a thread, for a server in another
+process to call while the test itself blocks.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import json
 import math
 import re
 import socket
+import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +265,42 @@ async def serve(fake: FakeOpenAI, port: int = 0) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_in_thread(fake: FakeOpenAI, port: int = 0) -> Iterator[str]:
+    """``serve`` in a daemon thread with its own event loop; yields the ``base_url``, stops on exit."""
+    started: list[str] = []
+    ready = threading.Event()
+    errors: list[BaseException] = []
+    holder: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        holder["stop"] = (asyncio.get_running_loop(), stop)
+        async with serve(fake, port) as url:
+            started.append(url)
+            ready.set()
+            await stop.wait()
+
+    def target() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as e:  # reported to the caller below
+            errors.append(e)
+            ready.set()
+
+    thread = threading.Thread(target=target, name="fake-openai", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if errors or not started:
+        raise RuntimeError(f"fake OpenAI server did not start: {errors}")
+    try:
+        yield started[0]
+    finally:
+        loop, stop = holder["stop"]
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from neuron_explainer.settings import DEFAULT_DATA_ROOT, ServerSettings
@@ -35,11 +36,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
                    help="folder, az://account/container/prefix, https://account.blob.core.windows.net/container/prefix "
                         "or an Azurite URL; credentials from AZURE_STORAGE_CONNECTION_STRING")
+    p.add_argument("--write_root", type=_optional, default=None,
+                   help="a writable location (same forms as --data_root) for what the server writes: scored "
+                        "explanations, live records; read before --data_root. Default: --data_root itself")
     p.add_argument("--allowed_origins", default="",
                    help="comma-separated CORS origins (regexes allowed); default: any localhost origin")
     p.add_argument("--cache_mb", type=int, default=256, help="memory for cached records")
     p.add_argument("--build_demo_dataset", type=_bool, default=False,
                    help="build the demo dataset into --data_root on first start if it has none")
+    llm = p.add_argument_group("LLM (explanations and scoring)")
+    llm.add_argument("--llm_base_url", type=_optional, default=os.environ.get("OPENAI_BASE_URL") or None,
+                     help="OpenAI-protocol endpoint, e.g. http://localhost:8000/v1 for vLLM (env OPENAI_BASE_URL)")
+    llm.add_argument("--llm_api_key_env", default="OPENAI_API_KEY",
+                     help="environment variable holding the API key; unset or empty: LLM methods answer "
+                          "LLM_NOT_CONFIGURED, no-LLM methods (top-tokens, token-lookup) still work")
+    llm.add_argument("--explainer_model", default="gpt-4o")
+    llm.add_argument("--simulator_model", default="gpt-4o")
+    llm.add_argument("--llm_concurrency", type=int, default=8, help="LLM calls in flight at once")
+    llm.add_argument("--llm_timeout_s", type=float, default=60.0, help="per call; slower counts as a timeout")
+    llm.add_argument("--llm_max_retries", type=int, default=5, help="retries on 429/5xx/timeouts")
+    llm.add_argument("--llm_backoff_s", type=float, default=1.0, help="first retry delay (doubles, with jitter)")
+    llm.add_argument("--max_concurrent_jobs", type=int, default=4, help="explain/score jobs running at once")
     return p
 
 
@@ -57,7 +74,17 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServerSettings:
         attention_head_method=a.attention_head_method,
         cuda_memory_debugging=a.cuda_memory_debugging,
         data_root=a.data_root,
+        write_root=a.write_root,
         allowed_origins=origins,
         cache_bytes=a.cache_mb * 1024 * 1024,
         build_demo_dataset=a.build_demo_dataset,
+        llm_base_url=a.llm_base_url,
+        llm_api_key_env=a.llm_api_key_env,
+        explainer_model=a.explainer_model,
+        simulator_model=a.simulator_model,
+        llm_concurrency=a.llm_concurrency,
+        llm_timeout_s=a.llm_timeout_s,
+        llm_max_retries=a.llm_max_retries,
+        llm_backoff_s=a.llm_backoff_s,
+        max_concurrent_jobs=a.max_concurrent_jobs,
     )

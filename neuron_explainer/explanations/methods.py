@@ -172,6 +172,26 @@ _SCORERS: dict[str, Callable[[LlmClient | None, bool, int], Scorer]] = {
 }
 
 
+_PARTNERS: dict[str, str] = {
+    "top-tokens": "token-lookup",
+    "token-lookup": "top-tokens",
+    "all-at-once": "baseline",
+}
+"""A server-wide default (``--neuron_method``) names one method for both jobs: a scorer-only name
+explains with its partner and vice versa, so ``--neuron_method top-tokens`` explains *and* scores
+without an LLM."""
+
+
+def default_explainer(name: str) -> str:
+    """The explanation method a ``--neuron_method`` / ``--attention_head_method`` value stands for."""
+    return name if name in _EXPLAINERS else _PARTNERS.get(name, name)
+
+
+def default_scorer(name: str) -> str:
+    """The scoring method a ``--neuron_method`` / ``--attention_head_method`` value stands for."""
+    return name if name in _SCORERS else _PARTNERS.get(name, name)
+
+
 class MethodRegistry:
     """Builds explainers and scorers by name; an LLM method without an LLM is ``LlmNotConfigured``."""
 

@@ -11,10 +11,12 @@ from neuron_explainer.jobs.events import (
 )
 from neuron_explainer.jobs.log import EventLog, InMemoryEventLog
 from neuron_explainer.jobs.manager import Job, JobKind, JobManager, JobResult, JobSpec, JobStatus, PersistHook
+from neuron_explainer.jobs.persist import ExplanationWriter
 
 __all__ = [
     "Completed",
     "EventLog",
+    "ExplanationWriter",
     "ExplanationProduced",
     "Failed",
     "InMemoryEventLog",

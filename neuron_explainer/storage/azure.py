@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 
 from neuron_explainer.errors import BadInput, UpstreamUnavailable
+from neuron_explainer.storage.azure_reads import BlobGetter
 from neuron_explainer.storage.base import PreconditionFailed
 from neuron_explainer.storage.paths import check_path, check_prefix
 
@@ -89,6 +90,14 @@ class AzureStore:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._create_lock = asyncio.Lock()
         self._container_ready = False
+        credential = self._service.credential
+        self._getter: BlobGetter | None = None
+        if BlobGetter.supports(credential):
+            self._getter = BlobGetter(
+                self._container.url, container, credential, location=self._location,
+                max_concurrency=max_concurrency, connection_timeout_s=connection_timeout_s,
+                read_timeout_s=read_timeout_s, retry_total=retry_total, retry_backoff_s=retry_backoff_s,
+            )
 
     @property
     def location(self) -> str:
@@ -108,6 +117,9 @@ class AzureStore:
 
     async def get_with_etag(self, path: str) -> tuple[bytes, str] | None:
         name = self._prefix + check_path(path)
+        if self._getter is not None:
+            async with self._semaphore:
+                return await self._getter.get(name)
         async with self._semaphore:
             with self._errors("read", path):
                 try:
@@ -159,6 +171,8 @@ class AzureStore:
         return sorted(names)
 
     async def close(self) -> None:
+        if self._getter is not None:
+            await self._getter.close()
         await self._service.close()
 
     async def _create_container(self) -> None:

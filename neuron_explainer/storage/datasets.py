@@ -8,7 +8,14 @@ the user made them on purpose, so they win when both have a node.
 
 Paths: records at ``{records_path}/{layer}/{index}.json``, explanations at
 ``{explanations_path}/{layer}/{index}.jsonl``. No public explanations exist for attention heads or
-autoencoder latents; their ``explanations_path`` is ours, next to the records, where jobs write.
+autoencoder latents; their ``explanations_path`` is ours, next to the records.
+
+Explanations scored by this server's jobs go to a *per-method* dataset beside the node's own:
+``{explanations_path}/by-method/{scoring method}/{layer}/{index}.jsonl`` (``method_dataset``), the
+way the original's local cache kept ``cache_{dst}_{method}`` folders. The method lives in the path
+because the files stay in TDB's strict format: TDB's loader passes every JSON key to its dataclass
+constructors, so a ``method`` key inside the file would break it. A node no dataset holds (scored
+on live records) gets ``live-explanations/{model}/{kind or autoencoder}`` (``live_dataset``).
 """
 
 from __future__ import annotations
@@ -16,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from neuron_explainer.errors import CorruptBlob, NotFound, UpstreamUnavailable
+from neuron_explainer.errors import BadInput, CorruptBlob, NotFound, UpstreamUnavailable
 from neuron_explainer.models.shapes import AUTOENCODER_KINDS
 from neuron_explainer.nodes import NodeId, NodeKind
 from neuron_explainer.storage.base import BlobStore, PreconditionFailed
-from neuron_explainer.storage.paths import join
+from neuron_explainer.storage.paths import check_path, join
 
 INDEX_BLOB = "neuron-explainer-datasets.json"
 """At the data root: ``{"datasets": [DatasetSpec.to_json(), ...]}``, written by the dataset builder."""
@@ -42,13 +49,19 @@ class DatasetSpec:
     """Folder of ``{layer}/{index}.json`` NeuronRecords, relative to the data root."""
     explanations_path: str
     """Folder of ``{layer}/{index}.jsonl`` explanation files, relative to the data root."""
+    method: str | None = None
+    """Set on the per-method explanation datasets jobs write (``method_dataset``): the scoring method
+    every explanation in it was scored with. None for datasets of records and public explanations."""
 
     def __post_init__(self) -> None:
         if self.kind.is_latent != (self.autoencoder is not None):
             raise ValueError(f"dataset {self.name!r}: kind {self.kind.value} and autoencoder disagree")
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": self.kind.value}
+        out = {**asdict(self), "kind": self.kind.value}
+        if self.method is None:
+            del out["method"]  # index blobs keep the builder's format
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> DatasetSpec:
@@ -67,6 +80,7 @@ class DatasetSpec:
             autoencoder=None if autoencoder is None else str(autoencoder),
             records_path=records,
             explanations_path=str(explanations).strip("/"),
+            method=None if obj.get("method") is None else str(obj["method"]),
         )
 
 
@@ -76,6 +90,29 @@ def record_path(spec: DatasetSpec, layer: int, index: int) -> str:
 
 def explanation_path(spec: DatasetSpec, layer: int, index: int) -> str:
     return join(spec.explanations_path, str(layer), f"{index}.jsonl")
+
+
+METHODS_FOLDER = "by-method"
+
+
+def method_dataset(spec: DatasetSpec, method: str) -> DatasetSpec:
+    """Where jobs write explanations of ``spec``'s nodes scored with ``method`` (module docstring)."""
+    check_path(method)
+    if "/" in method:
+        raise BadInput(f"method name {method!r} cannot be a folder name", method=method)
+    return replace(
+        spec,
+        name=f"{spec.name}/{METHODS_FOLDER}/{method}",
+        explanations_path=join(spec.explanations_path, METHODS_FOLDER, method),
+        method=method,
+    )
+
+
+def live_dataset(node: NodeId) -> DatasetSpec:
+    """The explanation dataset of a node no dataset holds (jobs scored it on live records)."""
+    middle = node.autoencoder if node.autoencoder is not None else node.kind.value
+    folder = join("live-explanations", node.model, middle)
+    return DatasetSpec(f"{node.model}/{middle}/live", node.model, node.kind, node.autoencoder, folder, folder)
 
 
 def _latent(ae: str, folder: str) -> DatasetSpec:
@@ -143,6 +180,12 @@ class DatasetRegistry:
             for d in self._datasets
             if d.model == node.model and d.kind is node.kind and d.autoencoder == node.autoencoder
         ]
+
+    def explanation_datasets(self, node: NodeId, methods: Sequence[str] = ()) -> list[DatasetSpec]:
+        """Where the node's explanations may be: each of its datasets (or its ``live_dataset`` when it
+        has none), then the per-method datasets of each for ``methods``."""
+        bases = self.datasets_for(node) or [live_dataset(node)]
+        return [*bases, *(method_dataset(b, m) for b in bases for m in methods)]
 
     def autoencoder_kinds(self) -> dict[str, NodeKind]:
         """Known autoencoder names (the originals plus any a dataset mentions) → their latents' kind."""

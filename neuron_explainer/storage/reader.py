@@ -3,6 +3,10 @@
 Records are immutable, so decoded ``NeuronRecord``s stay in a byte-bounded LRU keyed by blob path.
 Explanations are not: jobs append to them. They are cached for ``explanations_ttl_s`` only (misses
 included), and ``update_explanations`` invalidates its own writes at once.
+
+``get_explanations`` also reads the per-method datasets jobs write (``storage.datasets.method_dataset``)
+for every name in ``explanation_methods``; an explanation's ``method`` comes from that path (or, for
+files written with Stream A's optional ``method`` key, from the file), and is None for public files.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -79,6 +83,7 @@ class RecordReader:
         cache_bytes: int = 1 << 30,
         max_concurrency: int = 64,
         explanations_ttl_s: float = 5.0,
+        explanation_methods: Sequence[str] = (),
     ) -> None:
         if max_concurrency < 1:
             raise BadInput("max_concurrency must be at least 1", max_concurrency=max_concurrency)
@@ -89,6 +94,8 @@ class RecordReader:
             max(cache_bytes // 16, 1 << 20), ttl_s=explanations_ttl_s
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.explanation_methods = tuple(explanation_methods)
+        """Scoring methods whose per-method explanation datasets ``get_explanations`` also reads."""
 
     def blob_name(self, path: str) -> str:
         """The readable full name of a blob, for errors and provenance."""
@@ -110,11 +117,12 @@ class RecordReader:
         raise NotFound(f"no dataset has {node} (tried {', '.join(tried)})", node=str(node), tried=tried)
 
     async def get_explanations(self, node: NodeId) -> list[StoredExplanation]:
-        """Every explanation of the node across its datasets, in registry order; ``[]`` when none.
+        """Every explanation of the node across its datasets, in registry order, then the per-method
+        datasets of ``explanation_methods``; ``[]`` when none.
 
         Entries without text (legacy "baseline" rows) are skipped, as the original does.
         """
-        specs = self.registry.datasets_for(node)
+        specs = self.registry.explanation_datasets(node, self.explanation_methods)
         found = await asyncio.gather(*(self._explanations_in(spec, node) for spec in specs))
         return [e for per_dataset in found for e in per_dataset]
 
@@ -193,9 +201,7 @@ class RecordReader:
         for scored in results.scored_explanations:
             if scored.explanation is None:
                 continue
-            out.append(
-                StoredExplanation(
-                    scored.explanation, preferred_score(scored), spec.name, scored.method, scored
-                )
-            )
+            method = spec.method or scored.method
+            score = preferred_score(scored)
+            out.append(StoredExplanation(scored.explanation, score, spec.name, method, scored))
         return out
