@@ -26,6 +26,8 @@ class ServerSettings:
     """Intra-op threads of the model's CPU work; 0: one fewer than the cores (the event loop keeps one)."""
     """How long the engine may hold a request hoping for batch-mates (0: requests arriving together still share)."""
     data_root: str = DEFAULT_DATA_ROOT
+    write_root: str | None = None
+    """Where the server writes (scored explanations, live records); reads look here first. None: data_root."""
     allowed_origins: tuple[str, ...] = ()
     """Exact origins or regexes; empty means any localhost origin, as the original server allowed."""
     cache_bytes: int = 256 * 1024 * 1024
