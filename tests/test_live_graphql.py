@@ -417,6 +417,34 @@ def test_fifty_nodes_on_one_prompt_run_one_forward(live: ServerProcess, model: L
     assert len([k for k in data if k[0] in "nhl"]) == 50
 
 
+def test_records_no_dataset_has_are_computed_live_then_stored(live: ServerProcess, model: LoadedModel) -> None:
+    """AUTO with no dataset: the node's layer is collated over the reference corpus on the engine's
+    thread and written back; the next read is a stored one from the same dataset."""
+    from neuron_explainer.collation import reference_corpus
+
+    query = """{ a: node(id: "tiny-gpt2/mlp_neuron/0/5") { maxActivation topActivations(first: 20) {
+          tokens activations provenance { source dataset model computedAt } } }
+        b: node(id: "tiny-gpt2/mlp_neuron/0/6") { topActivations(first: 1) { provenance { source dataset } } } }"""
+    first = _data(live.query(query, timeout=300))
+    again = _data(live.query(query))
+    records = first["a"]["topActivations"]
+    prov = records[0]["provenance"]
+    assert prov["source"] == "LIVE" and prov["model"] == M and prov["dataset"] and prov["computedAt"]
+    assert first["b"]["topActivations"][0]["provenance"] == {"source": "LIVE", "dataset": prov["dataset"]}
+    stored = again["a"]["topActivations"][0]["provenance"]
+    assert stored["source"] == "STORED" and stored["dataset"] == prov["dataset"] and stored["computedAt"] is None
+    assert len(records) == 20 and again["a"]["topActivations"][0]["activations"] == records[0]["activations"]
+    corpus = reference_corpus(model)
+    windows = torch.tensor(corpus.windows(0, corpus.n_windows), dtype=torch.long)  # [window, 64]
+    with torch.no_grad():
+        _, cache = model.bridge.run_with_cache(windows, names_filter=[hook_names.mlp_post(0)])
+    values = cache[hook_names.mlp_post(0)][:, :, 5]  # [window, pos]
+    best = int(values.max(dim=1).values.argmax())
+    assert first["a"]["maxActivation"] == pytest.approx(float(values.max()), abs=1e-4)
+    assert records[0]["tokens"] == model.to_str_tokens(windows[best].tolist())
+    assert _close(records[0]["activations"], values[best], atol=1e-4)
+
+
 # ---- bad input: typed errors, other fields still resolve -------------------------------------------
 def test_bad_inputs_are_typed_errors_and_siblings_resolve(live: ServerProcess) -> None:
     long_prompt = " word" * 200  # tiny-gpt2 reads 128 tokens

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from neuron_explainer.settings import ServerSettings
 from resolvers.context import Services
+from resolvers.live_records import live_records
 
 if TYPE_CHECKING:
     from neuron_explainer.models.loaded_model import LoadedModel
@@ -75,8 +76,7 @@ async def open_model(services: Services, settings: ServerSettings) -> None:
         model, settings.max_batch_size, settings.max_batch_wait_ms, torch_threads=engine_threads(settings)
     )
     services.extras["latent_counts"] = {ae.name: ae.n_latents for ae in model.autoencoders.values()}
-    # TODO(collation): set services.extras["live_records"] to the dataset builder's one-layer helper
-    # once neuron_explainer/collation/ lands on main; until then AUTO records without a dataset are NOT_FOUND.
+    services.extras["live_records"] = live_records(services)
     aes = ", ".join(f"{ae.name} ({ae.n_latents} latents)" for ae in model.autoencoders.values()) or "none"
     log.info(
         "model %s loaded from %s on %s in %.1fs; autoencoders: %s; batches of up to %d; %d torch threads",
