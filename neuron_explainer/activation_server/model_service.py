@@ -88,3 +88,22 @@ async def open_model(services: Services, settings: ServerSettings) -> None:
         settings.max_batch_size,
         engine_threads(settings),
     )
+
+
+async def open_demo_dataset(services: Services, settings: ServerSettings) -> None:
+    """``--build_demo_dataset True``: make sure the store holds every kind and layer of the running model over
+    the shipped reference corpus (built once, in seconds for tiny-gpt2; later starts find it and skip)."""
+    if not settings.build_demo_dataset:
+        return
+    if services.model is None or services.engine is None:
+        log.warning("--build_demo_dataset needs a running model (--run_model True): skipped")
+        return
+    from neuron_explainer.collation import build_demo_dataset
+
+    start = time.monotonic()
+    specs = await build_demo_dataset(services.reader.store, services.model, run_on_model=services.engine.call)
+    missing = [spec for spec in specs if spec not in services.registry.all()]
+    if missing:
+        services.registry = services.registry.with_datasets(missing)
+        services.reader.registry = services.registry
+    log.info("demo dataset ready in %.1fs: %s", time.monotonic() - start, ", ".join(s.name for s in specs))
