@@ -23,8 +23,14 @@ async function execute(page, operation, expect) {
   await page.locator(".graphiql-tab-active").filter({ hasText: name }).waitFor();
   await page.locator(".graphiql-execute-button").click();
   const result = page.locator(".graphiql-response .view-lines").first();
-  await result.filter({ hasText: expect.replace(/"/g, "") }).waitFor({ state: "visible" });
-  const text = (await result.innerText()).replace(/\u00a0/g, " ");
+  // Monaco renders the response in its own spans; poll its text until the expected fragment appears.
+  const deadline = Date.now() + 60_000;
+  let text = "";
+  while (Date.now() < deadline) {
+    text = (await result.innerText().catch(() => "")).replace(/\u00a0/g, " ");
+    if (text.includes(expect)) break;
+    await page.waitForTimeout(200);
+  }
   check(text.includes(expect), `response does not contain ${expect}: ${text}`);
   return text;
 }
