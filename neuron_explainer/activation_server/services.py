@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -9,6 +10,7 @@ from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.explanations.llm import LlmClient, LlmSettings
 from neuron_explainer.explanations.methods import MethodRegistry, default_explainer, default_scorer
 from neuron_explainer.jobs import ExplanationWriter, JobManager
+from neuron_explainer.jobs.store_log import StoreEventLog
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.provenance import DataSource
 from neuron_explainer.settings import ServerSettings
@@ -17,6 +19,8 @@ from neuron_explainer.storage.locations import open_store
 from neuron_explainer.storage.reader import RecordReader
 from resolvers.context import Services, build_context
 from resolvers.records import resolve_record
+from schema import schema as strawberry_schema
+from schema.guard import RequestPolicy
 from schema.response_cache import ResponseCache
 
 log = logging.getLogger("neuron_explainer.server")
@@ -62,6 +66,7 @@ async def open_services(settings: ServerSettings) -> Services:
     )
     cache = ResponseCache(settings.cache_bytes // 4)
     services = Services(settings=settings, reader=reader, registry=registry, response_cache=cache)
+    services.policy = RequestPolicy(settings, strawberry_schema._schema)
     services.llm = LlmClient.from_settings(llm_settings(settings))
     if services.llm is None:
         log.info("no LLM key in $%s: LLM methods answer LLM_NOT_CONFIGURED", settings.llm_api_key_env)
@@ -75,13 +80,32 @@ async def open_services(settings: ServerSettings) -> Services:
         load_record,
         persist=ExplanationWriter(reader),
         max_concurrent_jobs=settings.max_concurrent_jobs,
+        log=StoreEventLog(store) if settings.persist_jobs else None,
+        parse_node=services.parse_node_id,
     )
+    if settings.persist_jobs:
+        await restore_jobs(services.jobs, services)
     log.info("serving data from %s (%d datasets)", store.location, len(registry.all()))
     return services
 
 
+async def restore_jobs(jobs: JobManager, services: Services) -> None:
+    """Jobs of earlier processes come back (status, events, results); interrupted ones resume in the
+    background. An unreachable store only costs the old jobs, never the start-up."""
+    try:
+        restored = await jobs.restore()
+    except Exception as exc:
+        log.warning("could not read earlier jobs from %s: %s", services.reader.store.location, exc)
+        return
+    if restored:
+        log.info("restored %d jobs from %s", restored, services.reader.store.location)
+        services.extras["resuming_jobs"] = asyncio.create_task(jobs.resume_interrupted(), name="resume jobs")
+
+
 async def close_services(services: Services) -> None:
-    for name in ("jobs", "engine", "llm"):
+    if isinstance(services.jobs, JobManager):
+        await services.jobs.close(grace_s=services.settings.shutdown_grace_s)
+    for name in ("engine", "llm"):
         part = getattr(services, name)
         close = getattr(part, "close", None) if part is not None else None
         if close is not None:
