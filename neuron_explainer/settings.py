@@ -52,8 +52,8 @@ class ServerSettings:
     """Required as ``Authorization: Bearer <key>`` for mutations and subscriptions; None = open server."""
     require_auth_for_all: bool = False
     """With ``api_key``: every operation needs the key, queries too."""
-    llm_rate_limit_per_minute: float = 30.0
-    """Explain/score mutations per API key (or client address) per minute, token bucket; 0 = unlimited."""
+    llm_rate_limit_per_minute: float = 60.0
+    """LLM-calling explain/score mutations per API key (or client address) per minute, token bucket; 0 = unlimited."""
     shutdown_grace_s: float = 5.0
     """On SIGTERM running jobs get this long to finish before they are marked interrupted."""
     persist_jobs: bool = True

@@ -24,7 +24,14 @@ schema = strawberry.Schema(
     subscription=Subscription,
     types=[MlpNeuron, AttentionHead, AutoencoderLatent, *EVENT_TYPES],
     # Parsing and validating a 100-node query costs ~25 ms; repeated documents skip both.
-    extensions=[RequestGuard, TypedErrors, ParserCache(maxsize=512), ValidationCache(maxsize=512), CachedResponses],  # type: ignore[list-item]
+    # RequestGuard (auth, limits, cost) after ValidationCache: it reads the validation result.
+    extensions=[
+        TypedErrors,
+        ParserCache(maxsize=512),  # type: ignore[list-item]
+        ValidationCache(maxsize=512),  # type: ignore[list-item]
+        RequestGuard,
+        CachedResponses,
+    ],
     execution_context_class=FastListExecutionContext,
 )
 

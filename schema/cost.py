@@ -144,7 +144,6 @@ PRICES: dict[str, Price] = {
     "Subscription.jobEvents": Fixed(10),
     "Job.events": Records(None, 50),
 }
-LLM_MUTATIONS = frozenset({"explainNode", "scoreExplanation"})
 
 
 @dataclass
@@ -152,7 +151,7 @@ class CostEstimate:
     total: float = 0.0
     by_field: dict[str, float] = field(default_factory=dict)
     llm_mutations: int = 0
-    """Root explain/score mutation fields (aliases counted): what the LLM rate limit takes."""
+    """Explain/score mutation fields that will call the LLM (aliases counted): what the LLM rate limit takes."""
 
     def top(self, n: int = 5) -> dict[str, float]:
         ranked = sorted(self.by_field.items(), key=lambda kv: -kv[1])[:n]
@@ -179,12 +178,6 @@ class CostEstimator:
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         walk = _Walk(self, fragments, dict(variables or {}), out)
         walk.selections(root, operation.selection_set, 1.0, frozenset())
-        if root is self.schema.mutation_type:
-            out.llm_mutations = sum(
-                1
-                for s in operation.selection_set.selections
-                if isinstance(s, FieldNode) and s.name.value in LLM_MUTATIONS
-            )
         return out
 
     def price_of(self, parent: GraphQLObjectType | GraphQLInterfaceType, name: str) -> Price | None:
@@ -243,6 +236,8 @@ class _Walk:
             own, child = (0.0, 1.0) if is_leaf_type(returns) else (1.0, 1.0)
         else:
             own, child = price.price(self.arguments(node))
+            if isinstance(price, LlmJob) and own > 0:
+                self.out.llm_mutations += 1
         if own:
             key = f"{parent.name}.{name}"
             self.out.by_field[key] = self.out.by_field.get(key, 0.0) + own * mult

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 from strawberry.types.graphql import OperationType
 
 from neuron_explainer.errors import LimitExceeded, NeuronExplainerError
@@ -79,23 +80,32 @@ class RequestGuard(SchemaExtension):
             if policy.max_tokens > 0:
                 ec.parse_options["max_tokens"] = policy.max_tokens
             ec.validation_rules = ec.validation_rules + policy.rules
-        yield
-
-    def on_parse(self) -> Iterator[None]:  # type: ignore[override]
         try:
             yield
-        except GraphQLError as error:
-            policy = self._policy()
+        except GraphQLError as error:  # the parser cache parses in its hook: its errors come through here
+            self._tag_token_limit([error])
+            raise
+        self._tag_token_limit(self.execution_context.pre_execution_errors or [])
+
+    def _tag_token_limit(self, errors: list[GraphQLError]) -> None:
+        policy = self._policy()
+        for error in errors:
             if policy is not None and TOKEN_LIMIT_MARK in error.message:
                 limit_error(error, "max_query_tokens", policy.max_tokens)
-            raise
 
     def on_validate(self) -> Iterator[None]:  # type: ignore[override]
+        self._check()
         yield
+
+    def _check(self) -> None:
+        """Before ``yield`` in ``on_validate``: strawberry returns the errors set here without executing
+        (errors set after it are too late). Listed after ``ValidationCache``, whose hook has validated."""
         policy = self._policy()
         if policy is None:
             return
         ec = self.execution_context
+        if ec.pre_execution_errors is None and ec.graphql_document is not None:
+            ec.pre_execution_errors = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
         try:
             operation = ec.operation_type
         except RuntimeError:

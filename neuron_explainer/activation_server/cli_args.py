@@ -66,8 +66,8 @@ def parser() -> argparse.ArgumentParser:
                              "(default: env NEURON_EXPLAINER_API_KEY; unset: open server)")
     limits.add_argument("--require_auth_for_all", type=_bool, default=False,
                         help="with an API key: queries need it too")
-    limits.add_argument("--llm_rate_limit_per_minute", type=float, default=30.0,
-                        help="explain/score mutations per key (or client address) per minute; 0: unlimited")
+    limits.add_argument("--llm_rate_limit_per_minute", type=float, default=60.0,
+                        help="LLM-calling explain/score mutations per key (or client address) per minute; 0: unlimited")
     limits.add_argument("--shutdown_grace_s", type=float, default=5.0,
                         help="on SIGTERM, how long running jobs may finish before being marked interrupted")
     limits.add_argument("--persist_jobs", type=_bool, default=True,

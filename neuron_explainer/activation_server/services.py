@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from neuron_explainer.activation_server.faults import install as install_faults
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.explanations.llm import LlmClient, LlmSettings
 from neuron_explainer.explanations.methods import MethodRegistry, default_explainer, default_scorer
@@ -86,6 +87,7 @@ async def open_services(settings: ServerSettings) -> Services:
     if settings.persist_jobs:
         await restore_jobs(services.jobs, services)
     log.info("serving data from %s (%d datasets)", store.location, len(registry.all()))
+    install_faults(services)  # test-only; a no-op unless NEURON_EXPLAINER_TEST_FAULTS is set
     return services
 
 
