@@ -2,8 +2,9 @@
 
 ``NEURON_EXPLAINER_TEST_FAULTS`` holds JSON; unset (always, in production) nothing here runs:
 - ``{"internal_node": "<node id>"}``: starting a job on that node raises a plain ``RuntimeError`` in the
-  mutation's resolver, and a ``jobEvents`` subscription to a job on that node raises one after its first
-  event (what an unexpected bug looks like to the error masking);
+  mutation's resolver (what an unexpected bug looks like to the error masking);
+- ``{"internal_follow_node": "<node id>"}``: a ``jobEvents`` subscription to a job on that node raises
+  one after its first event;
 - ``{"oom_batches": n}``: the inference engine's next ``n`` batches raise ``torch.cuda.OutOfMemoryError``
   on its worker thread (the engine's ``before_batch`` seam), as a GPU out of memory would.
 """
@@ -32,13 +33,13 @@ def install(services: Services) -> None:
         return
     faults: dict[str, Any] = json.loads(raw)
     log.warning("TEST FAULTS INJECTED: %s", faults)
-    if node := faults.get("internal_node"):
-        _break_jobs_on(services, str(node))
+    if faults.get("internal_node") or faults.get("internal_follow_node"):
+        _break_jobs(services, faults.get("internal_node"), faults.get("internal_follow_node"))
     if oom := int(faults.get("oom_batches", 0)):
         _oom_batches(services, oom)
 
 
-def _break_jobs_on(services: Services, node: str) -> None:
+def _break_jobs(services: Services, node: str | None, follow_node: str | None) -> None:
     jobs = services.jobs
     if jobs is None:
         return
@@ -58,8 +59,8 @@ def _break_jobs_on(services: Services, node: str) -> None:
         target = str(jobs.get(job_id).spec.node)
         async for event in follow(job_id, after):
             yield event
-            if target == node:
-                raise InjectedFault(f"injected internal error following a job on {node}")
+            if target == follow_node:
+                raise InjectedFault(f"injected internal error following a job on {follow_node}")
 
     jobs.explain, jobs.score, jobs.log.follow = broken_explain, broken_score, broken_follow
 

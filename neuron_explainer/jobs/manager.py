@@ -364,22 +364,24 @@ class JobManager:
         total = scorer.planned_sequences(record, spec.max_sequences)
         await self.log.append(job.id, Progress(0, total))
         done = 0
+        reporting = asyncio.Lock()  # a log append may wait (a store write): keep each pair together, in order
 
         async def on_sequence(outcome: SequenceOutcome) -> None:
             nonlocal done
-            done += 1
-            await self.log.append(
-                job.id,
-                SequenceSimulated(
-                    outcome.index,
-                    outcome.tokens,
-                    outcome.predicted,
-                    outcome.actual,
-                    outcome.sequence_score,
-                    outcome.running_score,
-                ),
-            )
-            await self.log.append(job.id, Progress(done, total))
+            async with reporting:
+                done += 1
+                await self.log.append(
+                    job.id,
+                    SequenceSimulated(
+                        outcome.index,
+                        outcome.tokens,
+                        outcome.predicted,
+                        outcome.actual,
+                        outcome.sequence_score,
+                        outcome.running_score,
+                    ),
+                )
+                await self.log.append(job.id, Progress(done, total))
 
         outcome = await scorer.score(explanation, record, max_sequences=spec.max_sequences, on_sequence=on_sequence)
         scoring_method = spec.score_method if spec.kind is JobKind.EXPLAIN else spec.method

@@ -3,8 +3,8 @@
 ``_jobs/{job_id}.jsonl`` holds a header line (``{"job": id, "header": {...}}``, the job's inputs) and
 then one line per event (``{"type": "SequenceSimulated", "seq": 3, ...fields}``). Followers are served
 from memory, exactly as ``InMemoryEventLog`` does; every ``append`` rewrites the job's blob with the
-whole log so far before it returns (so an event a subscriber saw is on the store by the time the job
-takes its next step), with the ETag of the previous write as ``if_match``: a second process writing the
+whole log so far before it returns (so the job takes no further step before its events are on the
+store; a crash loses at most the events of the appends in flight), with the ETag of the previous write as ``if_match``: a second process writing the
 same job makes the write fail loudly instead of silently dropping events. Concurrent appends of one job
 coalesce: a write that finds a newer write already on the store skips itself.
 
@@ -95,7 +95,10 @@ class StoreEventLog(InMemoryEventLog):
             lines += [json.dumps(event_to_json(e)) for e in events]
             data = ("\n".join(lines) + "\n").encode()
             try:
-                etag = await self.store.put(blob_path(job_id), data, if_match=self._etags.get(job_id))
+                try:
+                    etag = await self.store.put(blob_path(job_id), data, if_match=self._etags.get(job_id))
+                except PreconditionFailed:
+                    etag = await self._overwrite_own(job_id, data, len(events))
             except PreconditionFailed:
                 log.error("job %s: its event log was changed by another writer; this process stops writing it", job_id)
                 self._written[job_id] = 1 << 62
@@ -114,6 +117,20 @@ class StoreEventLog(InMemoryEventLog):
             self._etags[job_id] = etag
             self._written[job_id] = len(events)
             self.writes += 1
+
+    async def _overwrite_own(self, job_id: str, data: bytes, n_events: int) -> str:
+        """The ETag moved. When the blob holds a prefix of our own log (a write of ours whose reply was
+        lost, e.g. cancelled at shutdown after the store applied it), write over it; else it is someone
+        else's: ``PreconditionFailed``."""
+        got = await self.store.get_with_etag(blob_path(job_id))
+        if got is None:
+            return await self.store.put(blob_path(job_id), data, if_match="")
+        current, etag = got
+        lines = current.decode(errors="replace").splitlines()
+        ours = data.decode().splitlines()
+        if len(lines) - 1 > n_events or lines != ours[: len(lines)]:
+            raise PreconditionFailed(f"{blob_path(job_id)} holds events this process did not write")
+        return await self.store.put(blob_path(job_id), data, if_match=etag)
 
     async def close(self) -> None:
         """One last try to write every job whose newest events are not on the store yet."""
