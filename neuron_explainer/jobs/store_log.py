@@ -3,10 +3,12 @@
 ``_jobs/{job_id}.jsonl`` holds a header line (``{"job": id, "header": {...}}``, the job's inputs) and
 then one line per event (``{"type": "SequenceSimulated", "seq": 3, ...fields}``). Followers are served
 from memory, exactly as ``InMemoryEventLog`` does; every ``append`` rewrites the job's blob with the
-whole log so far before it returns (so the job takes no further step before its events are on the
-store; a crash loses at most the events of the appends in flight), with the ETag of the previous write as ``if_match``: a second process writing the
-same job makes the write fail loudly instead of silently dropping events. Concurrent appends of one job
-coalesce: a write that finds a newer write already on the store skips itself.
+whole log so far before it returns, so the job takes no further step before its events are on the
+store (a crash loses at most the events of the appends in flight). Each write carries the ETag of the
+previous one as ``if_match``: when the ETag moved, a blob holding a prefix of our own log (a write whose
+reply was lost, e.g. cancelled at shutdown) is overwritten, anything else is another writer's and this
+process stops writing that job, loudly. Concurrent appends of one job coalesce: a write that finds a
+newer write already on the store skips itself.
 
 A store that refuses writes (a read-only public container, or blob storage down) must not stop or slow
 jobs: a failed write is logged, the log keeps working in memory, writing pauses for ``RETRY_AFTER_S``,
