@@ -20,6 +20,8 @@ class ServerSettings:
     attention_head_method: str = "baseline"
     cuda_memory_debugging: bool = False
     data_root: str = DEFAULT_DATA_ROOT
+    write_root: str | None = None
+    """Where the server writes (scored explanations, live records); reads look here first. None: data_root."""
     allowed_origins: tuple[str, ...] = ()
     """Exact origins or regexes; empty means any localhost origin, as the original server allowed."""
     cache_bytes: int = 256 * 1024 * 1024

@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
                    help="folder, az://account/container/prefix, https://account.blob.core.windows.net/container/prefix "
                         "or an Azurite URL; credentials from AZURE_STORAGE_CONNECTION_STRING")
+    p.add_argument("--write_root", type=_optional, default=None,
+                   help="a writable location (same forms as --data_root) for what the server writes: scored "
+                        "explanations, live records; read before --data_root. Default: --data_root itself")
     p.add_argument("--allowed_origins", default="",
                    help="comma-separated CORS origins (regexes allowed); default: any localhost origin")
     p.add_argument("--cache_mb", type=int, default=256, help="memory for cached records")
@@ -89,6 +92,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServerSettings:
         attention_head_method=a.attention_head_method,
         cuda_memory_debugging=a.cuda_memory_debugging,
         data_root=a.data_root,
+        write_root=a.write_root,
         allowed_origins=origins,
         cache_bytes=a.cache_mb * 1024 * 1024,
         build_demo_dataset=a.build_demo_dataset,

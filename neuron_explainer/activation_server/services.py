@@ -16,7 +16,9 @@ from neuron_explainer.nodes import NodeId
 from neuron_explainer.provenance import DataSource
 from neuron_explainer.settings import ServerSettings
 from neuron_explainer.storage.datasets import DatasetRegistry
+from neuron_explainer.storage.base import BlobStore
 from neuron_explainer.storage.locations import open_store
+from neuron_explainer.storage.overlay import OverlayStore
 from neuron_explainer.storage.reader import RecordReader
 from resolvers.context import Services, build_context
 from resolvers.records import resolve_record
@@ -52,7 +54,9 @@ def check_methods(settings: ServerSettings) -> None:
 
 async def open_services(settings: ServerSettings) -> Services:
     check_methods(settings)
-    store = open_store(settings.data_root)
+    store: BlobStore = open_store(settings.data_root)
+    if settings.write_root is not None:
+        store = OverlayStore(open_store(settings.write_root), store)
     registry = DatasetRegistry.default()
     try:
         registry = await registry.with_index(store)
