@@ -85,7 +85,7 @@ async def open_services(settings: ServerSettings) -> Services:
         load_record,
         persist=ExplanationWriter(reader),
         max_concurrent_jobs=settings.max_concurrent_jobs,
-        log=StoreEventLog(store) if settings.persist_jobs else None,
+        log=StoreEventLog(getattr(store, "writable", store)) if settings.persist_jobs else None,  # jobs: where writes go
         parse_node=services.parse_node_id,
     )
     if settings.persist_jobs:
