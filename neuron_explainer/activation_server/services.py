@@ -15,8 +15,8 @@ from neuron_explainer.jobs.store_log import StoreEventLog
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.provenance import DataSource
 from neuron_explainer.settings import ServerSettings
-from neuron_explainer.storage.datasets import DatasetRegistry
 from neuron_explainer.storage.base import BlobStore
+from neuron_explainer.storage.datasets import DatasetRegistry
 from neuron_explainer.storage.locations import open_store
 from neuron_explainer.storage.overlay import OverlayStore
 from neuron_explainer.storage.reader import RecordReader
@@ -85,7 +85,7 @@ async def open_services(settings: ServerSettings) -> Services:
         load_record,
         persist=ExplanationWriter(reader),
         max_concurrent_jobs=settings.max_concurrent_jobs,
-        log=StoreEventLog(getattr(store, "writable", store)) if settings.persist_jobs else None,  # jobs: where writes go
+        log=StoreEventLog(getattr(store, "writable", store)) if settings.persist_jobs else None,
         parse_node=services.parse_node_id,
     )
     if settings.persist_jobs:
