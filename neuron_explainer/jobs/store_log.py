@@ -2,9 +2,12 @@
 
 ``_jobs/{job_id}.jsonl`` holds a header line (``{"job": id, "header": {...}}``, the job's inputs) and
 then one line per event (``{"type": "SequenceSimulated", "seq": 3, ...fields}``). Followers are served
-from memory, exactly as ``InMemoryEventLog`` does; every ``append`` rewrites the job's blob with the
-whole log so far before it returns, so the job takes no further step before its events are on the
-store (a crash loses at most the events of the appends in flight). Each write carries the ETag of the
+from memory, exactly as ``InMemoryEventLog`` does. Writes rewrite the job's whole blob. A milestone
+(``describe``, ``Started``, ``ExplanationProduced`` and the terminal event) is on the store before its
+``append`` returns, so the job takes no further step before it is; the many ``SequenceSimulated`` and
+``Progress`` events are written behind, coalesced (at most one write in flight per job, the next one
+carrying everything appended meanwhile): a crash can lose the last of those, never a milestone, and
+``close`` writes everything. Each write carries the ETag of the
 previous one as ``if_match``: when the ETag moved, a blob holding a prefix of our own log (a write whose
 reply was lost, e.g. cancelled at shutdown) is overwritten, anything else is another writer's and this
 process stops writing that job, loudly. Concurrent appends of one job coalesce: a write that finds a
@@ -33,6 +36,7 @@ from neuron_explainer.jobs.events import (
     Progress,
     SequenceSimulated,
     Started,
+    is_terminal,
 )
 from neuron_explainer.jobs.log import InMemoryEventLog, StoredJob
 from neuron_explainer.storage.base import BlobStore, PreconditionFailed
@@ -72,6 +76,7 @@ class StoreEventLog(InMemoryEventLog):
         self._etags: dict[str, str | None] = {}
         self._written: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._behind: dict[str, asyncio.Task[None]] = {}
         self.writes = 0
 
     async def describe(self, job_id: str, header: Mapping[str, Any]) -> None:
@@ -82,8 +87,19 @@ class StoreEventLog(InMemoryEventLog):
 
     async def append(self, job_id: str, event: JobEvent) -> JobEvent:
         stored = await super().append(job_id, event)
-        await self._write(job_id)
+        if is_terminal(stored) or isinstance(stored, Started | ExplanationProduced):
+            await self._write(job_id)
+        else:
+            task = self._behind.get(job_id)
+            if task is None or task.done():
+                self._behind[job_id] = asyncio.create_task(self._write_behind(job_id), name=f"log {job_id}")
         return stored
+
+    async def _write_behind(self, job_id: str) -> None:
+        while self._written.get(job_id, -1) < len(self._events.get(job_id, [])):
+            if time.monotonic() < self._paused_until:
+                return
+            await self._write(job_id)
 
     async def _write(self, job_id: str) -> None:
         if time.monotonic() < self._paused_until:
@@ -136,6 +152,7 @@ class StoreEventLog(InMemoryEventLog):
 
     async def close(self) -> None:
         """One last try to write every job whose newest events are not on the store yet."""
+        await asyncio.gather(*self._behind.values(), return_exceptions=True)
         self._paused_until = 0.0
         for job_id in list(self._events):
             if self._written.get(job_id, -1) < len(self._events[job_id]) and job_id in self._headers:
