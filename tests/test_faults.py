@@ -262,3 +262,37 @@ async def test_jobs_interrupted_by_a_stop_resume_after_restart_and_lose_nothing(
         done = again.query(JOB, {"id": quick["id"]})["data"]["job"]
         assert done["status"] == "COMPLETED" and done["result"]["explanation"] == "cat"
         assert _job(again, SCORE, nodeId=neuron(30), explanation="cat", method="token-lookup")["id"] == quick["id"]
+
+
+# ---- out of GPU memory during inference ---------------------------------------------------------------
+
+LIVE = "query($id: ID!, $p: String!) { node(id: $id) { activations(prompt: $p) { tokens activations } } }"
+
+
+def test_an_out_of_memory_fails_that_request_and_the_next_is_served(azurite: str) -> None:
+    args = ["--model_name", "tiny-gpt2", "--run_model", "True", "--data_root", data_root(azurite, CONTAINER)]
+    args += ["--neuron_method", "top-tokens", "--max_request_cost", "3000"]
+    env = {**_env(azurite), "NEURON_EXPLAINER_TEST_FAULTS": json.dumps({"oom_batches": 1})}
+    with ServerProcess(args, env=env) as server:
+        if not server.query("{ modelInfo { running } }")["data"]["modelInfo"]["running"]:
+            pytest.skip("this build's server runs no model")
+        variables = {"id": neuron(1), "p": "The cat sat on the mat."}
+        body = server.query(LIVE, variables)
+        assert error_codes(body) == ["LIMIT_EXCEEDED"], body
+        assert body["errors"][0]["extensions"]["limit"] == "gpu_memory"
+        body = server.query(LIVE, variables)
+        assert "errors" not in body and len(body["data"]["node"]["activations"]["activations"]) == 7, body
+        stats = server.query("{ engineStats { forwardCount oomCount } }")["data"]["engineStats"]
+        assert stats["oomCount"] == 1 and stats["forwardCount"] == 1, stats  # the failed pass never ran
+        # Live fields are priced by prompt tokens x nodes before anything runs: 40 nodes x 100 tokens.
+        wide = (
+            'query($p: String!) { nodes(model: "tiny-gpt2", kind: "mlp_neuron", layer: 0, first: 40) '
+            "{ edges { node { activations(prompt: $p) { activations } } } } }"
+        )
+        body = server.query(wide, {"p": "word " * 60})
+        assert error_codes(body) == ["LIMIT_EXCEEDED"], body
+        assert body["errors"][0]["extensions"]["fields"]["Node.activations"] == 40 * 100
+        assert (
+            server.query("{ engineStats { forwardCount } }")["data"]["engineStats"]["forwardCount"]
+            == stats["forwardCount"]
+        )  # refused before any forward
