@@ -148,17 +148,33 @@ class Load:
                 await self.one(client, self.kinds[turn % len(self.kinds)], rng)
                 turn += 1
 
-    async def run(self, clients: int, seconds: float) -> float:
+    async def run(self, clients: int, seconds: float, pid: int | None = None) -> tuple[float, list[float]]:
+        """Elapsed seconds, and the server's RSS (MB) sampled every 5 s while the clients ran."""
         started = time.monotonic()
+        samples: list[float] = []
+
+        async def sample() -> None:
+            while pid is not None:
+                samples.append(rss_mb(pid))
+                await asyncio.sleep(5)
+
+        sampler = asyncio.create_task(sample())
         await asyncio.gather(*(self.client(i, started + seconds) for i in range(clients)))
-        return time.monotonic() - started
+        sampler.cancel()
+        return time.monotonic() - started, samples
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--warmup_seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--warmup_seconds",
+        type=float,
+        default=10.0,
+        help="all clients run this long before the memory baseline: batch sizes, caches and allocator "
+        "pools reach their working size, so what grows after is growth, not first use",
+    )
     parser.add_argument("--model_name", default="tiny-gpt2")
     parser.add_argument("--run_model", default="True")
     parser.add_argument("--data_root", default=None, help="default: a tiny dataset uploaded to a fresh Azurite")
@@ -180,11 +196,12 @@ def main() -> int:
             info = server.query("{ modelInfo { running } }")
             live = bool(info.get("data", {}).get("modelInfo", {}).get("running"))
             print(f"server pid {server.proc.pid}; model running: {live}; {args.clients} clients x {args.seconds:g} s")
+            cold = rss_mb(server.proc.pid)
             warm = Load(server.url, server.ws_url, live)
-            asyncio.run(warm.run(min(args.clients, 8), args.warmup_seconds))
+            asyncio.run(warm.run(args.clients, args.warmup_seconds))
             before = rss_mb(server.proc.pid)
             load = Load(server.url, server.ws_url, live)
-            elapsed = asyncio.run(load.run(args.clients, args.seconds))
+            elapsed, samples = asyncio.run(load.run(args.clients, args.seconds, server.proc.pid))
             after = rss_mb(server.proc.pid)
             alive = server.proc.poll() is None and httpx.get(f"{server.url}/health").status_code == 200
     finally:
@@ -207,7 +224,8 @@ def main() -> int:
     for example in load.examples:
         print(f"  error: {example}")
     growth = after - before
-    print(f"server RSS after warm-up {before:.0f} MB, at the end {after:.0f} MB")
+    print(f"server RSS at start {cold:.0f} MB, after warm-up {before:.0f} MB, at the end {after:.0f} MB")
+    print("server RSS every 5 s (MB): " + " ".join(f"{m:.0f}" for m in samples))
     ok_errors = errors <= 0
     ok_memory = growth <= 200
     print(f"bench load_errors: {errors} (target <= 0) {'PASS' if ok_errors else 'FAIL'}")
