@@ -27,10 +27,10 @@ class StoredJob:
     events: list[JobEvent]
 
 
-def ends_log(events: list[JobEvent], position: int) -> bool:
-    """Whether ``events[position]`` is where a follower stops."""
+def ends_log(events: list[JobEvent], position: int, count: int) -> bool:
+    """Whether ``events[position]`` is where a follower stops, when the first ``count`` events are visible."""
     event = events[position]
-    return is_terminal(event) and not (is_interruption(event) and position + 1 < len(events))
+    return is_terminal(event) and not (is_interruption(event) and position + 1 < count)
 
 
 class EventLog(Protocol):
@@ -79,25 +79,30 @@ class InMemoryEventLog:
             condition.notify_all()
         return stored
 
+    def _visible(self, job_id: str) -> int:
+        """How many of the job's events readers may see (all of them here; ``StoreEventLog``: those stored)."""
+        return len(self._events.get(job_id, []))
+
     async def follow(self, job_id: str, after: int | None = None) -> AsyncIterator[JobEvent]:
         condition = self._condition(job_id)
         events = self._events[job_id]
         position = 0 if after is None else max(0, after + 1)
         while True:
             async with condition:
-                if events and is_terminal(events[-1]) and position >= len(events):
+                end = self._visible(job_id)
+                if end and is_terminal(events[end - 1]) and position >= end:
                     return  # resumed after the end: nothing more will come
-                while len(events) <= position:
+                while self._visible(job_id) <= position:
                     await condition.wait()
-                end = len(events)
+                end = self._visible(job_id)
             for i in range(position, end):
                 yield events[i]
-                if ends_log(events, i):
+                if ends_log(events, i, end):
                     return
             position = end
 
     async def snapshot(self, job_id: str) -> list[JobEvent]:
-        return list(self._events.get(job_id, []))
+        return list(self._events.get(job_id, [])[: self._visible(job_id)])
 
     async def describe(self, job_id: str, header: Mapping[str, Any]) -> None:
         self._condition(job_id)

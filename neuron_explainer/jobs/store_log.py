@@ -6,8 +6,10 @@ from memory, exactly as ``InMemoryEventLog`` does. Writes rewrite the job's whol
 (``describe``, ``Started``, ``ExplanationProduced`` and the terminal event) is on the store before its
 ``append`` returns, so the job takes no further step before it is; the many ``SequenceSimulated`` and
 ``Progress`` events are written behind, coalesced (at most one write in flight per job, the next one
-carrying everything appended meanwhile): a crash can lose the last of those, never a milestone, and
-``close`` writes everything. Each write carries the ETag of the
+carrying everything appended meanwhile), and ``close`` writes everything. Readers (``follow``,
+``snapshot``) see only what is stored, so whatever any client has seen survives a crash, and a client
+resuming with ``after: n`` never skips an event that a crash renumbered. (While the store refuses writes
+they see everything: durability is lost then, and logged, but nobody waits for it.) Each write carries the ETag of the
 previous one as ``if_match``: when the ETag moved, a blob holding a prefix of our own log (a write whose
 reply was lost, e.g. cancelled at shutdown) is overwritten, anything else is another writer's and this
 process stops writing that job, loudly. Concurrent appends of one job coalesce: a write that finds a
@@ -43,6 +45,7 @@ from neuron_explainer.storage.base import BlobStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 PREFIX = "_jobs/"
+_GAVE_UP = 1 << 62
 RETRY_AFTER_S = 30.0
 """After a failed write, appends stay in memory only for this long before writing is tried again."""
 _TYPES: dict[str, type[Any]] = {
@@ -95,6 +98,19 @@ class StoreEventLog(InMemoryEventLog):
                 self._behind[job_id] = asyncio.create_task(self._write_behind(job_id), name=f"log {job_id}")
         return stored
 
+    def _visible(self, job_id: str) -> int:
+        count = len(self._events.get(job_id, []))
+        written = self._written.get(job_id, 0)
+        if time.monotonic() < self._paused_until or written >= _GAVE_UP:
+            return count
+        return min(count, max(0, written))
+
+    async def _published(self, job_id: str) -> None:
+        condition = self._changed.get(job_id)
+        if condition is not None:
+            async with condition:
+                condition.notify_all()
+
     async def _write_behind(self, job_id: str) -> None:
         while self._written.get(job_id, -1) < len(self._events.get(job_id, [])):
             if time.monotonic() < self._paused_until:
@@ -106,7 +122,7 @@ class StoreEventLog(InMemoryEventLog):
             return
         lock = self._locks.setdefault(job_id, asyncio.Lock())
         async with lock:
-            events = self._events.get(job_id, [])
+            events = list(self._events.get(job_id, []))  # a copy: appends go on during the write
             if self._written.get(job_id, -1) >= len(events):
                 return  # a later write already carried these events
             lines = [json.dumps({"job": job_id, "header": self._headers.get(job_id, {})})]
@@ -119,7 +135,8 @@ class StoreEventLog(InMemoryEventLog):
                     etag = await self._overwrite_own(job_id, data, len(events))
             except PreconditionFailed:
                 log.error("job %s: its event log was changed by another writer; this process stops writing it", job_id)
-                self._written[job_id] = 1 << 62
+                self._written[job_id] = _GAVE_UP
+                await self._published(job_id)
                 return
             except Exception as exc:
                 self._paused_until = time.monotonic() + RETRY_AFTER_S
@@ -131,10 +148,12 @@ class StoreEventLog(InMemoryEventLog):
                     exc,
                     RETRY_AFTER_S,
                 )
+                await self._published(job_id)
                 return
             self._etags[job_id] = etag
             self._written[job_id] = len(events)
             self.writes += 1
+        await self._published(job_id)
 
     async def _overwrite_own(self, job_id: str, data: bytes, n_events: int) -> str:
         """The ETag moved. When the blob holds a prefix of our own log (a write of ours whose reply was
