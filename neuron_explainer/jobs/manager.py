@@ -328,24 +328,28 @@ class JobManager:
                     except Exception as e:
                         raise UpstreamUnavailable(f"storing the result failed: {type(e).__name__}: {e}") from e
                 job.result = result
-                job.status = JobStatus.COMPLETED
+                # The event first, then the status: whoever sees COMPLETED finds JobCompleted in the log.
                 await self.log.append(job.id, Completed(result.explanation, result.score))
+                job.status = JobStatus.COMPLETED
         except NeuronExplainerError as e:
             await self._fail(job, e, Failed(e.code, e.message))
         except asyncio.CancelledError:
             job.status = JobStatus.INTERRUPTED
-            await self.log.append(
-                job.id, Failed(INTERRUPTED, "the server stopped before the job ended; ask again to resume it")
-            )
+            try:
+                await self.log.append(
+                    job.id, Failed(INTERRUPTED, "the server stopped before the job ended; ask again to resume it")
+                )
+            except RuntimeError:  # stopped while storing its JobCompleted: it had ended (the log's close stores it)
+                job.status = JobStatus.COMPLETED
             raise
         except Exception:
             logger.exception("job %s failed", job.id)
             await self._fail(job, None, Failed("INTERNAL_SERVER_ERROR", "internal error (logged on the server)"))
 
     async def _fail(self, job: Job, error: NeuronExplainerError | None, event: Failed) -> None:
-        job.status = JobStatus.FAILED
         job.error = error
         await self.log.append(job.id, event)
+        job.status = JobStatus.FAILED
 
     async def _work(
         self, job: Job, record: NeuronRecord, explainer: Explainer | None, scorer: Scorer | None
