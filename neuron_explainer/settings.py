@@ -19,6 +19,12 @@ class ServerSettings:
     neuron_method: str = "baseline"
     attention_head_method: str = "baseline"
     cuda_memory_debugging: bool = False
+    max_batch_size: int = 16
+    """Most distinct forward requests the inference engine runs as one padded batch (1 = batching off)."""
+    max_batch_wait_ms: float = 0.0
+    torch_threads: int = 0
+    """Intra-op threads of the model's CPU work; 0: one fewer than the cores (the event loop keeps one)."""
+    """How long the engine may hold a request hoping for batch-mates (0: requests arriving together still share)."""
     data_root: str = DEFAULT_DATA_ROOT
     write_root: str | None = None
     """Where the server writes (scored explanations, live records); reads look here first. None: data_root."""

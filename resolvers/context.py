@@ -36,6 +36,7 @@ class Services:
     policy: Any | None = None
     """``schema.guard.RequestPolicy``: API key, cost budget, rate limits (None: no limits, as in core tests)."""
     extras: dict[str, Any] = field(default_factory=dict)
+    _ae_kinds: tuple[tuple[int, int], dict[str, NodeKind]] | None = field(default=None, repr=False)
 
     def shape(self, model_name: str) -> ModelShape | None:
         """Bounds for node ids: the loaded model's own config first, then the known shapes."""
@@ -44,7 +45,13 @@ class Services:
         return KNOWN_SHAPES.get(model_name)
 
     def autoencoder_kinds(self) -> dict[str, NodeKind]:
-        return self.registry.autoencoder_kinds()
+        key = (id(self.registry), id(self.model))  # parsed on every node id: built once per registry/model
+        if self._ae_kinds is None or self._ae_kinds[0] != key:
+            kinds = self.registry.autoencoder_kinds()
+            if self.model is not None:  # the loaded model's autoencoders, whatever their names
+                kinds.update({ae.name: kind for kind, ae in self.model.autoencoders.items()})
+            self._ae_kinds = (key, kinds)
+        return self._ae_kinds[1]
 
     def parse_node_id(self, text: str) -> NodeId:
         return NodeId.parse(text, self.autoencoder_kinds())
@@ -65,7 +72,7 @@ class Context:
 def build_context(services: Services, request: Any = None, response: Any = None) -> Context:
     return Context(
         services=services,
-        loaders=Loaders.create(services.reader),
+        loaders=Loaders.create(services.reader, services.engine),
         request_id=uuid.uuid4().hex[:12],
         request=request,
         response=response,

@@ -10,13 +10,14 @@ from schema.errors import TypedErrors
 from schema.execution import FastListExecutionContext
 from schema.guard import RequestGuard
 from schema.jobs import EVENT_TYPES, JobQuery
+from schema.live import LiveQuery
 from schema.mutation import Mutation
 from schema.nodes import AttentionHead, AutoencoderLatent, MlpNeuron
 from schema.query import Query as NodeQuery
 from schema.response_cache import CachedResponses
 from schema.subscription import Subscription
 
-Query = merge_types("Query", (NodeQuery, JobQuery))
+Query = merge_types("Query", (NodeQuery, JobQuery, LiveQuery))
 
 schema = strawberry.Schema(
     query=Query,

@@ -8,6 +8,7 @@ from strawberry.types import Info
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.nodes import NodeKind as CoreNodeKind
 from neuron_explainer.storage.reader import StoredExplanation
+from resolvers import live as live_resolvers
 from resolvers import nodes as node_resolvers
 from resolvers import records as record_resolvers
 from resolvers.context import Context
@@ -67,6 +68,16 @@ class Node:
     async def stats(self, info: Info[Context, None], source: DataSource = DataSource.AUTO) -> Stats:
         resolved = await record_resolvers.resolve_record(info.context, self.node_id, source)
         return Stats.of(resolved.record, resolved.provenance)
+
+    @strawberry.field(
+        description="The node's values on a prompt, computed live: per token, or for a head attention write norm "
+        "per (query, key) pair in attentionRows. normalizedActivations: clamp(x, 0) / the stored record's "
+        "maxActivation when a dataset has the node, else the prompt's own max. Null with an error when no model "
+        "runs (MODEL_NOT_LOADED) or the prompt is bad (BAD_USER_INPUT)."
+    )
+    async def activations(self, info: Info[Context, None], prompt: str) -> ActivationRecord | None:
+        view, provenance = await live_resolvers.node_activations_on_text(info.context, self.node_id, prompt)
+        return ActivationRecord.of(view, provenance)
 
     @strawberry.field(description="Stored and newly scored explanations, from every explanation dataset.")
     async def explanations(self, info: Info[Context, None]) -> list[Explanation]:

@@ -24,6 +24,10 @@ class ModelInfo:
     d_mlp: int | None
     n_heads: int | None
     n_ctx: int | None
+    mlp_autoencoder_latents: int | None = strawberry.field(description="Latents of the loaded MLP autoencoder.")
+    attention_autoencoder_latents: int | None = strawberry.field(
+        description="Latents of the loaded attention autoencoder."
+    )
 
 
 @strawberry.type
@@ -66,17 +70,25 @@ class Query:
     def model_info(self, info: Info[Context, None]) -> ModelInfo:
         services = info.context.services
         s = services.settings
-        shape = services.shape(s.model_name)
+        model = services.model  # the loaded model's own name, config and autoencoders when one runs
+        name = model.name if model is not None else s.model_name
+        mlp_ae = model.mlp_autoencoder.name if model and model.mlp_autoencoder else s.mlp_autoencoder_name
+        attn_ae = model.attn_autoencoder.name if model and model.attn_autoencoder else s.attn_autoencoder_name
+        shape = services.shape(name)
         return ModelInfo(
-            model_name=s.model_name,
+            model_name=name,
             n_layers=shape.n_layers if shape else None,
-            has_mlp_autoencoder=s.mlp_autoencoder_name is not None,
-            mlp_autoencoder_name=s.mlp_autoencoder_name,
-            has_attention_autoencoder=s.attn_autoencoder_name is not None,
-            attention_autoencoder_name=s.attn_autoencoder_name,
+            has_mlp_autoencoder=mlp_ae is not None,
+            mlp_autoencoder_name=mlp_ae,
+            has_attention_autoencoder=attn_ae is not None,
+            attention_autoencoder_name=attn_ae,
             running=services.engine is not None,
             d_model=shape.d_model if shape else None,
             d_mlp=shape.d_mlp if shape else None,
             n_heads=shape.n_heads if shape else None,
             n_ctx=shape.n_ctx if shape else None,
+            mlp_autoencoder_latents=model.mlp_autoencoder.n_latents if model and model.mlp_autoencoder else None,
+            attention_autoencoder_latents=(
+                model.attn_autoencoder.n_latents if model and model.attn_autoencoder else None
+            ),
         )

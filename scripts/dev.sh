@@ -48,8 +48,7 @@ setup_chromium() {
 
 build_client() {
   say "client: codegen + bundle (GraphiQL and the viewer, served from local assets)"
-  npm run -s codegen >/dev/null
-  npm run -s build
+  npm run -s build  # runs codegen first, then bundles
 }
 
 setup() {

@@ -425,3 +425,27 @@ def test_requests_for_the_same_pass_merge_their_hooks(model: LoadedModel, tokens
     assert not a.same_pass(other)
     with pytest.raises(ValueError, match="same tokens"):
         a.merged(other)
+
+
+def test_passes_unembed_only_last_positions_and_stop_early_without_logits(
+    model: LoadedModel, tokens: tuple[int, ...]
+) -> None:
+    short = tokens[:5]
+    full, cut = run_batch(model, [ForwardRequest(tokens), ForwardRequest(short)])
+    with torch.no_grad():
+        assert torch.allclose(full.last_logits, model.bridge(torch.tensor([list(tokens)]))[0, -1], atol=1e-5)
+        assert torch.allclose(cut.last_logits, model.bridge(torch.tensor([list(short)]))[0, -1], atol=1e-5)
+    ran: list[int] = []
+    later = model.hook_point(hook_names.mlp_post(1))
+    later.add_hook(lambda x, hook: ran.append(x.shape[0]), level=99)
+    try:
+        early = _run(model, ForwardRequest(tokens, frozenset({hook_names.mlp_post(0)}), logits=False))
+        assert ran == [], "layer 1 ran although nothing after layer 0 was needed"
+        with_logits = _run(model, ForwardRequest(tokens, frozenset({hook_names.mlp_post(0)})))
+        assert ran == [1]
+    finally:
+        later.remove_hooks("fwd", level=99)
+    assert early.last_logits.numel() == 0
+    assert torch.equal(early.activations[hook_names.mlp_post(0)], with_logits.activations[hook_names.mlp_post(0)])
+    merged = ForwardRequest(tokens, logits=False).merged(ForwardRequest(tokens))
+    assert merged.logits and merged.needs_logits

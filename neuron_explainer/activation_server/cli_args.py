@@ -33,6 +33,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--neuron_method", default="baseline")
     p.add_argument("--attention_head_method", default="baseline")
     p.add_argument("--cuda_memory_debugging", type=_bool, default=False)
+    p.add_argument("--max_batch_size", type=int, default=16,
+                   help="most concurrent forward requests run as one padded batch; 1 turns batching off")
+    p.add_argument("--max_batch_wait_ms", type=float, default=0.0,
+                   help="how long a request may wait for batch-mates (default: none)")
+    p.add_argument("--torch_threads", type=int, default=0,
+                   help="torch intra-op threads for the model; 0: one fewer than the CPU cores, at least 1")
     p.add_argument("--data_root", default=DEFAULT_DATA_ROOT,
                    help="folder, az://account/container/prefix, https://account.blob.core.windows.net/container/prefix "
                         "or an Azurite URL; credentials from AZURE_STORAGE_CONNECTION_STRING")
@@ -91,6 +97,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServerSettings:
         neuron_method=a.neuron_method,
         attention_head_method=a.attention_head_method,
         cuda_memory_debugging=a.cuda_memory_debugging,
+        max_batch_size=a.max_batch_size,
+        max_batch_wait_ms=a.max_batch_wait_ms,
+        torch_threads=a.torch_threads,
         data_root=a.data_root,
         write_root=a.write_root,
         allowed_origins=origins,

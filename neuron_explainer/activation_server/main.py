@@ -124,7 +124,9 @@ def serve(argv: Sequence[str] | None = None) -> None:
     # internal ones, once each, with their request id.
     logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
     settings = parse_settings(argv)
-    uvicorn.run(build_app(settings), host=settings.host_name, port=settings.port, log_level="info", ws="websockets")
+    uvicorn.run(
+        build_app(settings), host=settings.host_name, port=settings.port, log_level="info", ws="websockets-sansio"
+    )
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

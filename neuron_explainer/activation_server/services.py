@@ -7,6 +7,7 @@ import logging
 import os
 
 from neuron_explainer.activation_server.faults import install as install_faults
+from neuron_explainer.activation_server.model_service import open_demo_dataset, open_model
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.explanations.llm import LlmClient, LlmSettings
 from neuron_explainer.explanations.methods import MethodRegistry, default_explainer, default_scorer
@@ -72,6 +73,8 @@ async def open_services(settings: ServerSettings) -> Services:
     cache = ResponseCache(settings.cache_bytes // 4)
     services = Services(settings=settings, reader=reader, registry=registry, response_cache=cache)
     services.policy = RequestPolicy(settings, strawberry_schema._schema)
+    await open_model(services, settings)
+    await open_demo_dataset(services, settings)
     services.llm = LlmClient.from_settings(llm_settings(settings))
     if services.llm is None:
         log.info("no LLM key in $%s: LLM methods answer LLM_NOT_CONFIGURED", settings.llm_api_key_env)

@@ -57,18 +57,27 @@ class InferenceEngine:
         max_wait_ms: float = 0.0,
         *,
         before_batch: Callable[[Sequence[ForwardRequest]], None] | None = None,
+        torch_threads: int | None = None,
     ) -> None:
         """``before_batch`` runs on the worker thread before each forward; a test seam that may raise
-        ``torch.cuda.OutOfMemoryError`` to simulate running out of GPU memory."""
+        ``torch.cuda.OutOfMemoryError`` to simulate running out of GPU memory. ``torch_threads`` sets
+        the worker thread's intra-op threads (torch keeps that setting per thread)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if torch_threads is not None and torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
         self.model = model
+        self.torch_threads = torch_threads
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self._before_batch = before_batch
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="inference",
+            initializer=self._init_worker,
+        )
         self._pending: dict[ForwardRequest, _Pending] = {}
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -161,6 +170,10 @@ class InferenceEngine:
         return batch
 
     # ---- worker thread --------------------------------------------------------------------
+    def _init_worker(self) -> None:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+
     def _run_on_worker(self, requests: list[ForwardRequest]) -> list[ForwardResult | BaseException]:
         """Run a batch; on CUDA OOM free the cache and retry in halves, down to single requests."""
         try:

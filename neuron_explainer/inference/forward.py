@@ -7,8 +7,10 @@ removed, even when the forward raises. Order on a hook point: ablations, then ca
 autoencoder insertion — so captures see ablated values and autoencoders read ablated neurons.
 Autoencoders are inserted only at layers where some request reads, ablates or differentiates their
 latents (elsewhere the model output would be unchanged anyway). Logits are computed only at each
-row's last position (HF ``logits_to_keep``) unless a request asks for the prompt's ``lm_loss``: the
-unembedding over every position dominates a small model's forward.
+row's last position (the final LayerNorm's output is captured there and unembedded by hand) unless a
+request asks for the prompt's ``lm_loss``: the unembedding over every position dominates a small
+model's forward. A batch that needs no logits at all stops after the last layer it reads (a hook
+raises ``_StopForward``), so one early neuron costs a fraction of a forward.
 """
 
 from __future__ import annotations
@@ -121,6 +123,27 @@ def _capture_hook(name: str, store: dict[str, torch.Tensor], keep_graph: bool) -
     return capture
 
 
+class _StopForward(Exception):
+    """Raised by the last hook a pass needs, so the layers after it (and the unembedding) never run."""
+
+
+def _stop_hook(store: dict[str, torch.Tensor], keep_graph: bool) -> HookFn:
+    def stop(x: torch.Tensor, hook: Any) -> None:
+        store["x"] = x if keep_graph else x.detach()
+        raise _StopForward
+
+    return stop
+
+
+def _last_read(touched: set[str]) -> str:
+    """Where a pass that needs no logits may stop: the residual stream after the last layer it reads,
+    ablates or inserts an autoencoder at (hooks outside the blocks: the final LayerNorm)."""
+    layers = [hook_names.layer_of(name) for name in touched]
+    if any(layer is None for layer in layers):
+        return hook_names.final_norm()
+    return hook_names.resid_post(max((layer for layer in layers if layer is not None), default=0))
+
+
 def _row(value: torch.Tensor, hook: str, row: int, length: int) -> torch.Tensor:
     out = value[row]
     for dim in hook_names.position_dims(hook):
@@ -152,18 +175,32 @@ def run_batch(model: LoadedModel, requests: Sequence[ForwardRequest]) -> list[Fo
         layers = {hook_names.layer_of(n) for n in touched if n in ae.hook_points}
         hooks += ae.insertion_hooks({layer for layer in layers if layer is not None})
 
+    want_lm_loss = any(r.lm_loss for r in requests)
+    want_logits = any(r.needs_logits for r in requests)
+    final: dict[str, torch.Tensor] = {}
+    stop_at = None if want_lm_loss else (hook_names.final_norm() if want_logits else _last_read(touched))
+    if stop_at is not None:  # last on its hook point: every capture there runs first
+        hooks.append((stop_at, _stop_hook(final, needs_grad)))
+
     grad_mode: Any = torch.enable_grad() if needs_grad else torch.inference_mode()
     with grad_mode, _attached(model, hooks):
         rows = torch.arange(len(requests), device=tokens.device)
-        want_lm_loss = any(r.lm_loss for r in requests)
+        last = torch.tensor([n - 1 for n in lengths], device=tokens.device)  # [batch]; built on the host
         if want_lm_loss:
             logits = model.bridge(tokens)  # [batch, pos, vocab]
-            last_logits = logits[rows, torch.tensor(lengths, device=tokens.device) - 1]  # [batch, vocab]
-        else:  # unembed only the positions some row ends at: most of a small model's cost otherwise
-            keep = sorted({n - 1 for n in lengths})  # built on the host: no device sync
-            slot = torch.tensor([keep.index(n - 1) for n in lengths], device=tokens.device)  # [batch]
-            kept = model.bridge(tokens, logits_to_keep=torch.tensor(keep, device=tokens.device))
-            last_logits = kept[rows, slot]  # [batch, vocab]; kept is [batch, len(keep), vocab]
+            last_logits = logits[rows, last]  # [batch, vocab]
+        else:
+            try:
+                model.bridge(tokens)
+            except _StopForward:
+                pass
+            else:
+                raise RuntimeError(f"the forward pass never reached {stop_at}")
+            if want_logits:  # unembed each row's last position only: the full unembedding dominates small models
+                last_hidden = final["x"][rows, last]  # [batch, d_model]
+                last_logits = model.bridge.unembed(last_hidden[:, None, :])[:, 0]  # [batch, vocab]
+            else:
+                last_logits = torch.empty(len(requests), 0)
         losses: list[torch.Tensor | None] = [None] * len(requests)
         for row, r in enumerate(requests):
             if r.loss is not None:

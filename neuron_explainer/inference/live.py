@@ -15,44 +15,19 @@ For ranking, a head at query token q scores the sum over keys of its pair values
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from neuron_explainer.activations.normalize import normalize
 from neuron_explainer.errors import BadInput
 from neuron_explainer.inference.forward import validate_ablation
 from neuron_explainer.inference.requests import Ablation, ForwardRequest, ForwardResult, LossConfig
+from neuron_explainer.inference.values import NodeScore, RankBy, TokenLogit
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.shapes import check_bounds
 from neuron_explainer.nodes import NodeId, NodeKind
-
-
-class RankBy(enum.Enum):
-    ACTIVATION = "activation"
-    """The node's own value (for heads: attention write norm summed over keys)."""
-    WRITE_NORM = "write_norm"
-    """Activation × norm of what the node writes to the residual stream."""
-    ACT_TIMES_GRAD = "act_times_grad"
-    """Activation × gradient of the logit-difference loss (TDB's "estimated total effect")."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeScore:
-    node: NodeId
-    token: int
-    """Token position (the query token for heads)."""
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogit:
-    token_id: int
-    token: str
-    logit: float
-    probability: float
 
 
 # ---- building requests -------------------------------------------------------------------------
@@ -139,12 +114,16 @@ def request_for(
     ablations: Sequence[Ablation] = (),
     loss: LossConfig | None = None,
     lm_loss: bool = False,
+    logits: bool = True,
 ) -> ForwardRequest:
-    """A request capturing every hook the given nodes need (see ``hook_names.hooks_for``)."""
+    """A request capturing every hook the given nodes need (see ``hook_names.hooks_for``); with
+    ``logits=False`` (and no loss) the pass may stop after the last layer it reads."""
     captures: set[str] = set(extra_captures)
     for node in nodes:
         captures |= hook_names.hooks_for(node)
-    return ForwardRequest(tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss)
+    return ForwardRequest(
+        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss, logits
+    )
 
 
 # ---- reading results ---------------------------------------------------------------------------
@@ -237,3 +216,20 @@ def top_logits(model: LoadedModel, result: ForwardResult, k: int = 10) -> list[T
         TokenLogit(int(i), name, float(v), float(probs[i]))
         for i, v, name in zip(ids.tolist(), values.tolist(), names, strict=True)
     ]
+
+
+# ---- display normalization of live values ------------------------------------------------------
+def normalize_live(values: Sequence[float], record_max: float | None) -> list[float]:
+    """TDB's ``/derived_scalars`` rule: ``clamp(x, 0) / max_activation`` of the node's stored record, so
+    a live value reads on the same scale as the dataset's top examples (and may exceed 1). Without a
+    usable record (none stored, or its max is not positive) the prompt's own values set the scale,
+    with the read routes' rule (``activations.normalize``)."""
+    if record_max is not None and record_max > 0:
+        return [max(x, 0.0) / record_max for x in values]
+    return normalize([list(values)])[0]
+
+
+def normalize_live_pairs(flat: Sequence[float], record_top: Sequence[Sequence[float]] = ()) -> list[float]:
+    """TDB's ``/derived_attention_scalars`` rule for a head's flattened pair values: the stored record's
+    top sequences join the prompt's values in the pool the max is taken over."""
+    return normalize([list(flat)], pool=[list(flat), *record_top])[0]

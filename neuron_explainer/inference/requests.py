@@ -46,10 +46,18 @@ class ForwardRequest:
     loss: LossConfig | None = None
     lm_loss: bool = False
     """Also compute the prompt's mean next-token cross-entropy (a log-softmax over every position)."""
+    logits: bool = True
+    """Whether ``last_logits`` is wanted. When no request of a batch wants logits, a loss or gradients,
+    the pass stops right after the last layer anything reads or ablates (a node's activations on an
+    early layer cost a fraction of a full forward)."""
 
     @property
     def needs_grad(self) -> bool:
         return bool(self.grad_captures)
+
+    @property
+    def needs_logits(self) -> bool:
+        return self.logits or self.lm_loss or self.loss is not None
 
     def same_pass(self, other: ForwardRequest) -> bool:
         """True when both describe the same forward (tokens, ablations, loss) and may be merged."""
@@ -66,6 +74,7 @@ class ForwardRequest:
             self.ablations,
             self.loss,
             self.lm_loss or other.lm_loss,
+            self.logits or other.logits,
         )
 
 
@@ -80,6 +89,7 @@ class ForwardResult:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     last_logits: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # [vocab], at the last token
+    """Empty when the request set ``logits=False`` and nothing else in its batch needed them."""
     lm_loss: float | None = None
     """Mean next-token cross-entropy over the prompt (``None`` unless asked for, or for a single token)."""
     loss: float | None = None

@@ -57,6 +57,11 @@ def resid_post(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
+def final_norm() -> str:
+    """The final LayerNorm's output [batch, pos, d_model]: the unembedding's input."""
+    return "ln_final.hook_normalized"
+
+
 _AE_FAMILY = {NodeKind.MLP_AUTOENCODER_LATENT: "mlp", NodeKind.ATTENTION_AUTOENCODER_LATENT: "attn"}
 
 

@@ -43,9 +43,12 @@ class LoadedModel:
                 self.neuron_write_norms = [block.mlp.W_out.detach().norm(dim=-1).cpu() for block in self.bridge.blocks]
             if not self.w_o:
                 self.w_o = [block.attn.W_O.detach().float().cpu().clone() for block in self.bridge.blocks]
-        self._hook_points: dict[str, HookPoint] = {}
+        # The bridge's ``hook_dict`` is rebuilt (aliases and all) on every access: read it once.
+        self._hook_points: dict[str, HookPoint] = dict(self.bridge.hook_dict)
         for ae in self.autoencoders.values():
             self._hook_points.update(ae.hook_points)
+        self._backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self._token_strings: dict[int, str] = {}
 
     @property
     def vocab_size(self) -> int:
@@ -70,17 +73,21 @@ class LoadedModel:
         """The bridge's hook point of that name, or an inserted autoencoder's latent hook point."""
         point = self._hook_points.get(name)
         if point is None:
-            point = self.bridge.hook_dict.get(name)
-        if point is None:
             raise KeyError(f"no hook point {name!r} on {self.name}")
         return point
 
     def to_tokens(self, text: str) -> list[int]:
         """GPT-2 BPE ids with no BOS token (as the original server tokenized with tiktoken)."""
         with self._tokenizer_lock:  # fast tokenizers are not safe to share between threads
+            if self._backend is not None:  # the Rust tokenizer itself: a tenth of the wrapper's cost
+                return list(self._backend.encode(text, add_special_tokens=False).ids)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def to_str_tokens(self, tokens: list[int]) -> list[str]:
         """Each token decoded on its own (so a multi-byte character split across tokens shows as U+FFFD)."""
-        with self._tokenizer_lock:
-            return [self.tokenizer.decode([t]) for t in tokens]
+        missing = [t for t in tokens if t not in self._token_strings]
+        if missing:
+            with self._tokenizer_lock:
+                for t in missing:
+                    self._token_strings[t] = self.tokenizer.decode([t])
+        return [self._token_strings[t] for t in tokens]

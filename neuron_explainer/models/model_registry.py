@@ -139,6 +139,9 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     device = device or default_device()
+    for ae_name in (mlp_autoencoder, attn_autoencoder):  # a typo fails before the (slow) boot
+        if ae_name is not None:
+            find_spec(model_display_name(name), ae_name)
     checkpoint = resolve_checkpoint(name)
     bridge = TransformerBridge.boot_transformers(checkpoint, device=device, tokenizer=_tokenizer_for(name, checkpoint))
     bridge.eval()

@@ -10,6 +10,7 @@ from strawberry.dataloader import DataLoader
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.storage.reader import RecordReader, StoredExplanation, StoredRecord
 from resolvers.loaders.explanations import explanations_loader
+from resolvers.loaders.forward import Engine, ForwardLoader
 from resolvers.loaders.records import record_loader
 
 
@@ -17,12 +18,18 @@ from resolvers.loaders.records import record_loader
 class Loaders:
     records: DataLoader[NodeId, StoredRecord]
     explanations: DataLoader[NodeId, list[StoredExplanation]]
+    forward: ForwardLoader | None = None
+    """Forward passes of the live model; ``None`` when no model runs."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Loaders added by other parts (e.g. the ``ForwardLoader``) keyed by name."""
 
     @classmethod
-    def create(cls, reader: RecordReader) -> Loaders:
-        return cls(records=record_loader(reader), explanations=explanations_loader(reader))
+    def create(cls, reader: RecordReader, engine: Engine | None = None) -> Loaders:
+        return cls(
+            records=record_loader(reader),
+            explanations=explanations_loader(reader),
+            forward=ForwardLoader(engine) if engine is not None else None,
+        )
 
 
-__all__ = ["Loaders"]
+__all__ = ["ForwardLoader", "Loaders"]

@@ -1,0 +1,380 @@
+"""Streaming, memory-bounded summaries of every node of one layer at once (the collation hot path).
+
+A ``LayerAccumulator`` sees batches of per-sequence values ``[batch, width, n_nodes]`` (``width`` = tokens
+for per-token nodes, flattened lower-triangle token pairs for attention heads) and keeps, per node:
+
+- **top-K** sequences by their max value, exact; ties broken by the lower sequence (window) number.
+- **a uniform random sample** of ``random_k`` sequences, drawn as the ``random_k`` smallest of a hashed key
+  ``h(seed, group, node, sequence)`` ("bottom-k" sampling). The key depends on nothing but those four, so
+  the sample is independent of batch size, batch order, resumption and sharding, and differs per node
+  (the original's records say the same: independent across neurons).
+- **per-quantile samples**: sequences are binned by their max value with per-node boundaries at the
+  0.5, 0.9, 0.99 and 0.999 quantiles, bins ``(-inf, q50], (q50, q90], (q90, q99], (q99, q999], (q999, inf)``
+  (a dead node's zeros land in the lowest bin); each bin keeps a bottom-k sample under a second hash.
+  The boundaries must be known before the first update: the builder estimates them from the
+  per-sequence maxima of a bounded, evenly spaced sample of windows in a pre-pass
+  (:class:`QuantileEstimator`, numpy's ``linear`` quantile method) and they are stored in the records.
+- **moments** of every value seen (every token, or every lower-triangle token pair): mean, population
+  variance (``ddof=0``), skewness ``g1 = m3 / m2**1.5`` and *excess* kurtosis ``g2 = m4 / m2**2 - 3`` —
+  ``scipy.stats.skew`` / ``scipy.stats.kurtosis`` with their defaults (``bias=True, fisher=True``). The
+  original's collation code is not public, so its convention cannot be checked; this one is stated.
+  Per-batch central sums (centred on the batch mean, pairwise-summed in float32) are merged across
+  batches in float64 with Chan/Pébay's pairwise update; agreement with a float64 brute force is ~1e-6.
+
+Memory per node is ``(top_k + random_k + 5 * quantile_k) * width`` float32 values plus a few scalars;
+nothing else about the corpus is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+"""Quantile boundaries of the per-quantile samples (the original datasets' five bins)."""
+
+_EMPTY = torch.iinfo(torch.int64).max
+"""Sequence number (and key) of an empty slot; sorts after every real one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingConfig:
+    """How much of each kind of sample a record keeps."""
+
+    top_k: int = 64
+    random_k: int = 32
+    quantile_k: int = 8
+    seed: int = 0
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class _KeyStream:
+    """Deterministic pseudo-random int64 keys in [0, 2**63) per (node, sequence)."""
+
+    def __init__(self, salt: str, n_nodes: int) -> None:
+        digest = hashlib.sha256(salt.encode()).digest()
+        self._salt = np.uint64(int.from_bytes(digest[:8], "little"))
+        self._nodes = _mix(np.arange(n_nodes, dtype=np.uint64) ^ self._salt)  # [n]
+
+    def keys(self, seqs: np.ndarray) -> torch.Tensor:  # -> [n, batch] int64
+        seq_part = _mix(seqs.astype(np.uint64) + self._salt)  # [batch]
+        mixed = _mix(self._nodes[:, None] ^ seq_part[None, :]) >> np.uint64(1)
+        return torch.from_numpy(mixed.astype(np.int64))
+
+
+def _merge_order(
+    prim: torch.Tensor,  # [r, k]  (sorted ascending by (prim, seq))
+    seq: torch.Tensor,  # [r, k]
+    new_prim: torch.Tensor,  # [r, batch]
+    new_seq: torch.Tensor,  # [r, batch]
+) -> torch.Tensor:  # [r, k] positions in cat([old, new]) of the k smallest, sorted by (prim, seq)
+    all_prim = torch.cat([prim, new_prim], dim=1)
+    all_seq = torch.cat([seq, new_seq], dim=1)
+    by_seq = torch.argsort(all_seq, dim=1, stable=True)
+    by_prim = torch.argsort(torch.gather(all_prim, 1, by_seq), dim=1, stable=True)
+    return torch.gather(by_seq, 1, by_prim)[:, : prim.shape[1]]
+
+
+class _Reservoir:
+    """``k`` slots per row keeping the smallest ``(prim, seq)``; row ``r`` belongs to node ``r // groups``.
+
+    ``prim``/``seq`` are kept sorted; the values stay where they were written and ``slot`` says where:
+    a merge moves only the few newcomers' values (the hot path is the data movement, not the sort).
+    """
+
+    def __init__(self, n_nodes: int, k: int, width: int, dtype: torch.dtype, groups: int = 1) -> None:
+        fill = torch.inf if dtype.is_floating_point else _EMPTY
+        self._fill = fill
+        rows = n_nodes * groups
+        self.groups = groups
+        self.prim = torch.full((rows, k), fill, dtype=dtype)
+        self.seq = torch.full((rows, k), _EMPTY, dtype=torch.int64)
+        self.slot = torch.arange(k, dtype=torch.int64).repeat(rows, 1)  # [rows, k] rank -> storage slot
+        self.vals = torch.zeros((rows, k, width), dtype=torch.float32)  # [rows, slot, width]
+
+    @property
+    def worst(self) -> torch.Tensor:  # [rows]: a candidate must not be above this to get in
+        if self.prim.shape[1] == 0:  # no slots: admit nothing (keys are >= 0, values finite)
+            low = -torch.inf if self.prim.dtype.is_floating_point else -1
+            return torch.full(self.prim.shape[:1], low, dtype=self.prim.dtype)
+        return self.prim[:, -1]
+
+    def offer(
+        self,
+        active: torch.Tensor,  # [rows] bool: rows that have a candidate not above ``worst``
+        candidates: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        values: Callable[[], torch.Tensor],  # -> [batch * n_nodes, width], row b * n_nodes + node
+    ) -> None:
+        """Merge this batch's candidates into the rows flagged ``active``.
+
+        ``candidates(rows)`` gives ``(prim [r, batch], seq [r, batch])`` for those rows only (``seq`` is
+        ``_EMPTY`` where a window is not a candidate), so a batch that changes little costs little.
+        """
+        k = self.prim.shape[1]
+        if k == 0:
+            return
+        rows = active.nonzero().squeeze(1)  # [r]
+        r = rows.numel()
+        if r == 0:
+            return
+        everything = r == active.numel()
+        pick = (lambda t: t) if everything else (lambda t: t.index_select(0, rows))
+        old_prim, old_seq, old_slot = pick(self.prim), pick(self.seq), pick(self.slot)
+        new_prim, new_seq = candidates(rows)
+        # Drop candidates that cannot get in, then keep only as many columns as the fullest row needs.
+        hopeless = (new_prim > old_prim[:, -1:]) | (new_seq == _EMPTY)  # [r, batch]
+        n_cand = int((~hopeless).sum(dim=1).max())
+        position = torch.argsort(hopeless.to(torch.uint8), dim=1, stable=True)[:, :n_cand]  # [r, c]
+        new_prim = new_prim.gather(1, position).masked_fill(hopeless.gather(1, position), self._fill)
+        new_seq = new_seq.gather(1, position).masked_fill(hopeless.gather(1, position), _EMPTY)
+        order = _merge_order(old_prim, old_seq, new_prim, new_seq)  # [r, k]
+        kept = torch.zeros(r, k + new_prim.shape[1], dtype=torch.bool)
+        kept.scatter_(1, order, True)
+        is_new = order >= k  # [r, k]
+        freed = old_slot[~kept[:, :k]]  # row-major: the slots of evicted entries, row by row
+        slot = torch.gather(old_slot, 1, order.clamp(max=k - 1))
+        slot[is_new] = freed  # same count per row, same row-major order
+        new_row, new_rank = is_new.nonzero(as_tuple=True)
+        row = rows[new_row]
+        batch_pos = position[new_row, order[new_row, new_rank] - k]
+        n_nodes = self.prim.shape[0] // self.groups
+        source = values().index_select(0, batch_pos * n_nodes + row // self.groups)  # [m, width]
+        self.vals.view(-1, self.vals.shape[2]).index_copy_(0, row * k + freed, source)
+        merged_prim = torch.gather(torch.cat([old_prim, new_prim], 1), 1, order)
+        merged_seq = torch.gather(torch.cat([old_seq, new_seq], 1), 1, order)
+        if everything:
+            self.prim, self.seq, self.slot = merged_prim, merged_seq, slot
+        else:
+            self.prim.index_copy_(0, rows, merged_prim)
+            self.seq.index_copy_(0, rows, merged_seq)
+            self.slot.index_copy_(0, rows, slot)
+
+    def kept(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(seqs [m], values [m, width])`` of one row, best first."""
+        valid = self.seq[row] != _EMPTY
+        return self.seq[row][valid].numpy(), self.vals[row][self.slot[row][valid]].numpy()
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.{n}": getattr(self, n) for n in ("prim", "seq", "slot", "vals")}
+
+    def load(self, prefix: str, state: dict[str, torch.Tensor]) -> None:
+        for n in ("prim", "seq", "slot", "vals"):
+            setattr(self, n, state[f"{prefix}.{n}"])
+
+
+class Moments:
+    """Streaming count / mean / central sums M2..M4 per node, float64, pairwise-merged."""
+
+    def __init__(self, n_nodes: int) -> None:
+        self.count = torch.zeros(n_nodes, dtype=torch.float64)
+        self.mean = torch.zeros(n_nodes, dtype=torch.float64)
+        self.m2 = torch.zeros(n_nodes, dtype=torch.float64)
+        self.m3 = torch.zeros(n_nodes, dtype=torch.float64)
+        self.m4 = torch.zeros(n_nodes, dtype=torch.float64)
+
+    def update(self, values: torch.Tensor) -> None:  # values [batch, width, n]
+        x = values.reshape(-1, values.shape[2])  # [batch * width, n]
+        nb = float(x.shape[0])
+        mb32 = x.mean(dim=0)  # [n]
+        d = x - mb32  # float32, centred on the batch mean; sums are pairwise in float32
+        power = d * d
+        m2b = power.sum(dim=0).to(torch.float64)
+        power.mul_(d)
+        m3b = power.sum(dim=0).to(torch.float64)
+        power.mul_(d)
+        m4b = power.sum(dim=0).to(torch.float64)
+        mb = mb32.to(torch.float64)
+        na = self.count
+        n = na + nb
+        delta = mb - self.mean
+        self.m4 = (
+            self.m4
+            + m4b
+            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+            + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2
+            + 4 * delta * (na * m3b - nb * self.m3) / n
+        )
+        self.m3 = (
+            self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
+        )
+        self.m2 = self.m2 + m2b + delta**2 * na * nb / n
+        self.mean = self.mean + delta * nb / n
+        self.count = n
+
+    def summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(mean, variance, skewness, excess kurtosis)`` per node; NaN where undefined (constant node)."""
+        n = self.count.numpy()
+        m2, m3, m4 = self.m2.numpy(), self.m3.numpy(), self.m4.numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where(n > 0, m2 / n, np.nan)
+            positive = var > 1e-300
+            skew = np.where(positive, np.sqrt(n) * m3 / m2**1.5, np.nan)
+            kurt = np.where(positive, n * m4 / (m2 * m2) - 3.0, np.nan)
+        return np.where(n > 0, self.mean.numpy(), np.nan), var, skew, kurt
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.{k}": getattr(self, k) for k in ("count", "mean", "m2", "m3", "m4")}
+
+    def load(self, prefix: str, state: dict[str, torch.Tensor]) -> None:
+        for k in ("count", "mean", "m2", "m3", "m4"):
+            setattr(self, k, state[f"{prefix}.{k}"])
+
+
+class QuantileEstimator:
+    """Collects per-sequence maxima of a bounded window sample; returns per-node quantile boundaries."""
+
+    def __init__(self, quantiles: tuple[float, ...] = QUANTILES) -> None:
+        self.quantiles = quantiles
+        self._maxima: list[torch.Tensor] = []
+
+    def add(self, seq_max: torch.Tensor) -> None:  # [batch, n]
+        self._maxima.append(seq_max.to(torch.float64))
+
+    def boundaries(self) -> torch.Tensor:  # -> [n, len(quantiles)] float64
+        """Per node, numpy ``quantile(..., method="linear")`` of the maxima seen."""
+        x = torch.sort(torch.cat(self._maxima, dim=0).T, dim=1).values  # [n, samples]
+        m = x.shape[1]
+        cols = []
+        for q in self.quantiles:
+            h = (m - 1) * q
+            lo = int(np.floor(h))
+            hi = min(lo + 1, m - 1)
+            cols.append(x[:, lo] + (h - lo) * (x[:, hi] - x[:, lo]))
+        return torch.stack(cols, dim=1)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """What one node's record is made of; sequences are window numbers, values ``[k, width]``."""
+
+    top_seqs: np.ndarray
+    top_values: np.ndarray
+    random_seqs: np.ndarray
+    random_values: np.ndarray
+    quantile_seqs: list[np.ndarray]
+    quantile_values: list[np.ndarray]
+    quantile_boundaries: list[float]
+    mean: float
+    variance: float
+    skewness: float
+    kurtosis: float
+
+
+class LayerAccumulator:
+    """Every node of one group (one kind, one layer): ``update`` per batch, ``summary`` per node at the end.
+
+    ``group`` names the node group (e.g. ``"mlp_neuron/3"``) and salts the sampling keys, together with
+    ``config.seed``. ``boundaries`` ``[n_nodes, 4]`` come from :class:`QuantileEstimator`.
+    """
+
+    def __init__(
+        self, group: str, n_nodes: int, width: int, config: SamplingConfig, boundaries: torch.Tensor
+    ) -> None:
+        if boundaries.shape != (n_nodes, len(QUANTILES)):
+            raise ValueError(f"boundaries {tuple(boundaries.shape)} != ({n_nodes}, {len(QUANTILES)})")
+        self.group, self.n_nodes, self.width, self.config = group, n_nodes, width, config
+        self.boundaries = boundaries.to(torch.float64).contiguous()
+        self.top = _Reservoir(n_nodes, config.top_k, width, torch.float32)
+        self.random = _Reservoir(n_nodes, config.random_k, width, torch.int64)
+        self.n_bins = len(QUANTILES) + 1
+        self.bins = _Reservoir(n_nodes, config.quantile_k, width, torch.int64, groups=self.n_bins)
+        self.moments = Moments(n_nodes)
+        self._random_keys = _KeyStream(f"{config.seed}/{group}/random", n_nodes)
+        self._bin_keys = _KeyStream(f"{config.seed}/{group}/quantile", n_nodes)
+        self._moments_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
+        """``values`` ``[batch, width, n_nodes]`` float32 on CPU; ``seqs`` ``[batch]`` window numbers."""
+        n, batch, n_bins = self.n_nodes, values.shape[0], self.n_bins
+        by_window: list[torch.Tensor] = []
+
+        def rows_of_values() -> torch.Tensor:  # [batch * n, width]: each kept row is one contiguous copy
+            if not by_window:
+                by_window.append(values.transpose(1, 2).reshape(batch * n, -1))
+            return by_window[0]
+
+        seq_row = torch.from_numpy(seqs.astype(np.int64))[None, :]  # [1, batch]
+        seq_max = values.amax(dim=1).T.contiguous()  # [n, batch]
+
+        neg_max = -seq_max
+        self.top.offer(
+            (neg_max <= self.top.worst[:, None]).any(dim=1),
+            lambda rows: (neg_max[rows], seq_row.expand(len(rows), batch)),
+            rows_of_values,
+        )
+        keys = self._random_keys.keys(seqs)  # [n, batch]
+        self.random.offer(
+            (keys <= self.random.worst[:, None]).any(dim=1),
+            lambda rows: (keys[rows], seq_row.expand(len(rows), batch)),
+            rows_of_values,
+        )
+        # bin (q_{b-1}, q_b] of each window, per node: how many boundaries lie below its max
+        bin_of = (seq_max.to(torch.float64)[:, :, None] > self.boundaries[:, None, :]).sum(
+            dim=2
+        )  # [n, batch]
+        bin_keys = self._bin_keys.keys(seqs)  # [n, batch]
+        row_of = torch.arange(n)[:, None] * n_bins + bin_of  # [n, batch] row of (node, bin)
+        entering = bin_keys <= self.bins.worst[row_of]  # [n, batch]
+        active = torch.zeros(n * n_bins, dtype=torch.bool)
+        active[row_of[entering]] = True
+
+        def bin_candidates(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            node, b = rows // n_bins, rows % n_bins
+            outside = bin_of[node] != b[:, None]  # [r, batch]
+            return bin_keys[node].masked_fill(outside, _EMPTY), seq_row.expand(len(rows), batch).masked_fill(
+                outside, _EMPTY
+            )
+
+        self.bins.offer(active, bin_candidates, rows_of_values)
+        self.moments.update(values)
+
+    def summary(self, node: int) -> NodeSummary:
+        top_seqs, top_values = self.top.kept(node)
+        random_seqs, random_values = self.random.kept(node)
+        bins = [self.bins.kept(node * self.n_bins + b) for b in range(self.n_bins)]
+        mean, var, skew, kurt = (float(a[node]) for a in self._moment_summary())
+        return NodeSummary(
+            top_seqs,
+            top_values,
+            random_seqs,
+            random_values,
+            [s for s, _ in bins],
+            [v for _, v in bins],
+            [float(b) for b in self.boundaries[node]],
+            mean,
+            var,
+            skew,
+            kurt,
+        )
+
+    def _moment_summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._moments_cache is None:
+            self._moments_cache = self.moments.summary()
+        return self._moments_cache
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {"boundaries": self.boundaries}
+        out.update(self.top.state("top"))
+        out.update(self.random.state("random"))
+        out.update(self.bins.state("bins"))
+        out.update(self.moments.state("moments"))
+        return out
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.boundaries = state["boundaries"]
+        self.top.load("top", state)
+        self.random.load("random", state)
+        self.bins.load("bins", state)
+        self.moments.load("moments", state)
+        self._moments_cache = None
