@@ -2,7 +2,8 @@
 
 Over real HTTP: node ids (any unicode, control characters, lone surrogates, out-of-range numbers),
 numbers out of range (as variables and as literals), explanation texts (unicode, control characters,
-up to a megabyte), malformed JSON bodies and well-formed bodies of the wrong shape. Over a real
+up to a megabyte), prompts on a live tiny-gpt2 (the same, and longer than its context),
+malformed JSON bodies and well-formed bodies of the wrong shape. Over a real
 WebSocket (graphql-transport-ws): random frames, text and binary, before and after ``connection_init``.
 
 The property: no HTTP 5xx, no ``INTERNAL_SERVER_ERROR`` (an unmasked bug), and the server process is
@@ -44,16 +45,16 @@ PAGE = (
     "{ nodes(model: $model, kind: $kind, layer: $layer, first: $first, after: $after) "
     "{ totalCount edges { node { id } } } }"
 )
-SCORE = (
-    "mutation($input: ScoreExplanationInput!) { scoreExplanation(input: $input) { id status } }"
-)
+SCORE = "mutation($input: ScoreExplanationInput!) { scoreExplanation(input: $input) { id status } }"
 JOB = "query($id: ID!, $after: Int) { job(id: $id) { id events(after: $after) { seq } } }"
 
 weird_text = st.text(st.characters(codec=None, categories=None), max_size=300)
 big_ints = st.integers(min_value=-(2**70), max_value=2**70)
 json_scalars = st.one_of(st.none(), st.booleans(), big_ints, st.floats(allow_nan=False), weird_text)
 json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(weird_text, inner, max_size=4), max_leaves=12
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(weird_text, inner, max_size=4),
+    max_leaves=12,
 )
 node_ids = st.one_of(
     weird_text,
@@ -144,9 +145,9 @@ def test_malformed_bodies(server: ServerProcess, client: httpx.Client) -> None:
             st.binary(max_size=2000),
             weird_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
             json_values.map(lambda v: json.dumps(v).encode()),
-            st.fixed_dictionaries(
-                {"query": json_values, "variables": json_values, "operationName": json_values}
-            ).map(lambda v: json.dumps(v).encode()),
+            st.fixed_dictionaries({"query": json_values, "variables": json_values, "operationName": json_values}).map(
+                lambda v: json.dumps(v).encode()
+            ),
         ),
         st.sampled_from(["application/json", "application/graphql", "text/plain", "multipart/form-data", ""]),
         st.sampled_from(["POST", "GET"]),
@@ -168,9 +169,7 @@ def test_malformed_websocket_frames(server: ServerProcess) -> None:
         json_values.map(json.dumps),
         st.fixed_dictionaries({"type": st.sampled_from(["subscribe", "connection_init", "ping", "complete", "next"])})
         .flatmap(
-            lambda m: st.fixed_dictionaries(
-                {"type": st.just(m["type"]), "id": json_values, "payload": json_values}
-            )
+            lambda m: st.fixed_dictionaries({"type": st.just(m["type"]), "id": json_values, "payload": json_values})
         )
         .map(json.dumps),
         st.builds(
@@ -202,6 +201,35 @@ def test_malformed_websocket_frames(server: ServerProcess) -> None:
 
     run()
     _healthy(server)
+
+
+LIVE = (
+    "query($id: ID!, $p: String!) { node(id: $id) { activations(prompt: $p) { tokens activations } } "
+    "prompt(text: $p) { tokens loss topLogits(k: 3) { token } topNodes(kind: MLP_NEURON, k: 3) { value } } }"
+)
+
+
+def test_prompts_on_a_live_model(azurite: str) -> None:
+    args = ["--model_name", "tiny-gpt2", "--run_model", "True", "--data_root", data_root(azurite, CONTAINER)]
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "OPENAI_API_KEY": ""}
+    prompts = st.one_of(
+        weird_text,
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=40),
+        st.sampled_from(["", " ", "\x00", "\ud800", "a" * 500, "é" * 129, "x " * 200_000, "\u202e\u0000\t\r"]),
+    )
+    with (
+        ServerProcess([*args, "--neuron_method", "top-tokens"], env=env) as live,
+        httpx.Client(base_url=live.url, timeout=60) as client,
+    ):
+        assert live.query("{ modelInfo { running } }")["data"]["modelInfo"]["running"]
+
+        @settings(FUZZ, max_examples=100)
+        @given(prompts, st.sampled_from([neuron(1), "tiny-gpt2/attention_head/1/3", "tiny-gpt2/mlp_neuron/1/255"]))
+        def run(prompt: str, node: str) -> None:
+            _post(client, LIVE, {"id": node, "p": prompt}, "prompts")
+
+        run()
+        _healthy(live)
 
 
 def test_inputs_tried(server: ServerProcess) -> None:
