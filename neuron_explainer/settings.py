@@ -48,4 +48,22 @@ class ServerSettings:
     llm_backoff_s: float = 1.0
     max_concurrent_jobs: int = 4
     """Explain/score jobs running at once; more wait as ``QUEUED``."""
+    max_query_depth: int = 12
+    """Deepest selection nesting a document may have (strawberry ``QueryDepthLimiter``)."""
+    max_aliases: int = 200
+    max_query_tokens: int = 20000
+    """Parser tokens per document (strawberry ``MaxTokensLimiter``): bounds parse time of huge documents."""
+    max_request_cost: int = 100_000
+    """Per-request budget in cost units (``schema.cost``: a stored record = 1, a live prompt token per node
+    = 1, an LLM call = 100); over it: ``LIMIT_EXCEEDED`` before anything runs. 0 = no budget."""
+    api_key: str | None = field(default=None, repr=False)
+    """Required as ``Authorization: Bearer <key>`` for mutations and subscriptions; None = open server."""
+    require_auth_for_all: bool = False
+    """With ``api_key``: every operation needs the key, queries too."""
+    llm_rate_limit_per_minute: float = 60.0
+    """LLM-calling explain/score mutations per API key (or client address) per minute, token bucket; 0 = unlimited."""
+    shutdown_grace_s: float = 5.0
+    """On SIGTERM running jobs get this long to finish before they are marked interrupted."""
+    persist_jobs: bool = True
+    """Keep each job's event log under ``_jobs/`` in the data root, so jobs survive a restart."""
     extra: dict[str, str] = field(default_factory=dict)

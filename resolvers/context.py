@@ -33,6 +33,8 @@ class Services:
     jobs: Any | None = None
     response_cache: Any | None = None
     """Whole-result cache for queries over immutable stored data (``schema.response_cache``)."""
+    policy: Any | None = None
+    """``schema.guard.RequestPolicy``: API key, cost budget, rate limits (None: no limits, as in core tests)."""
     extras: dict[str, Any] = field(default_factory=dict)
     _ae_kinds: tuple[tuple[int, int], dict[str, NodeKind]] | None = field(default=None, repr=False)
 

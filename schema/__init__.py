@@ -8,6 +8,7 @@ from strawberry.tools import merge_types
 
 from schema.errors import TypedErrors
 from schema.execution import FastListExecutionContext
+from schema.guard import RequestGuard
 from schema.jobs import EVENT_TYPES, JobQuery
 from schema.live import LiveQuery
 from schema.mutation import Mutation
@@ -24,7 +25,14 @@ schema = strawberry.Schema(
     subscription=Subscription,
     types=[MlpNeuron, AttentionHead, AutoencoderLatent, *EVENT_TYPES],
     # Parsing and validating a 100-node query costs ~25 ms; repeated documents skip both.
-    extensions=[TypedErrors, ParserCache(maxsize=512), ValidationCache(maxsize=512), CachedResponses],  # type: ignore[list-item]
+    # RequestGuard (auth, limits, cost) after ValidationCache: it reads the validation result.
+    extensions=[
+        TypedErrors,
+        ParserCache(maxsize=512),  # type: ignore[list-item]
+        ValidationCache(maxsize=512),  # type: ignore[list-item]
+        RequestGuard,
+        CachedResponses,
+    ],
     execution_context_class=FastListExecutionContext,
 )
 

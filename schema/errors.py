@@ -24,6 +24,19 @@ def translate_error(error: GraphQLError, request_id: str) -> GraphQLError:
             "code": (error.extensions or {}).get("code") or "GRAPHQL_VALIDATION_FAILED",
         }
         return error
+    if isinstance(original, GraphQLError):
+        # graphql-core's own coercion errors (e.g. a variable that is no 32-bit Int) wrap the scalar's
+        # GraphQLError: the client's input is wrong, nothing broke.
+        return GraphQLError(
+            error.message,
+            nodes=error.nodes,
+            path=error.path,
+            original_error=original,
+            extensions={
+                **(original.extensions or {}),
+                "code": (original.extensions or {}).get("code") or "BAD_USER_INPUT",
+            },
+        )
     if isinstance(original, NeuronExplainerError):
         return GraphQLError(
             original.message,

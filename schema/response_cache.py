@@ -141,8 +141,11 @@ class CachedResponses(SchemaExtension):
         if cache is not None and document is not None and query is not None and cache.qualifies(
             ec.schema._schema, query, document
         ):
-            key = orjson.dumps([query, ec.operation_name, ec.variables], option=orjson.OPT_SORT_KEYS)
-            hit = cache.get(key)
+            try:
+                key = orjson.dumps([query, ec.operation_name, ec.variables], option=orjson.OPT_SORT_KEYS)
+            except TypeError:  # e.g. an integer beyond 64 bits: not cached, and coercion will refuse it
+                key = None
+            hit = cache.get(key) if key is not None else None
             if hit is not None:
                 ec.result = hit
                 key = None

@@ -5,6 +5,8 @@
 
 Starts ``node_modules/.bin/azurite-blob`` on a free loopback port with in-memory persistence, waits
 until it answers HTTP, and stops it by pid (``npx`` would leave a grandchild holding the port).
+``AzuriteProcess(on_disk=True)`` keeps blobs in its work folder instead, so ``restart()`` (stop, then
+start again on the same port) brings the same blobs back: the blob service going down and coming back.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ def connection_string(port: int) -> str:
 class AzuriteProcess:
     """One Azurite blob service; ``__enter__`` returns its connection string, ``__exit__`` stops it."""
 
-    def __init__(self, *, ready_timeout_s: float = 30.0, attempts: int = 3) -> None:
+    def __init__(self, *, ready_timeout_s: float = 30.0, attempts: int = 3, on_disk: bool = False) -> None:
         if not BINARY.exists():
             raise RuntimeError(f"{BINARY} is missing: run `npm ci` in {REPO}")
         self.ready_timeout_s = ready_timeout_s
         self.attempts = attempts
+        self.on_disk = on_disk
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: str | None = None
@@ -62,28 +65,45 @@ class AzuriteProcess:
         last_error = ""
         for _ in range(self.attempts):
             self.port = free_port()
-            self.process = subprocess.Popen(
-                [
-                    str(BINARY),
-                    "--blobHost",
-                    "127.0.0.1",
-                    "--blobPort",
-                    str(self.port),
-                    "--inMemoryPersistence",
-                    "--skipApiVersionCheck",
-                    "--disableTelemetry",
-                    "--silent",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                cwd=self._workdir,  # anything Azurite writes despite in-memory persistence lands here
-            )
-            if self._wait_ready():
+            if self._launch():
                 return self.connection_string
             last_error = self._stop_process()
         self.stop()
         raise RuntimeError(f"Azurite did not start after {self.attempts} tries: {last_error}")
+
+    def down(self) -> None:
+        """Stop the service but keep its port and (``on_disk``) its blobs for ``up``."""
+        self._stop_process()
+
+    def up(self) -> None:
+        """Start again on the same port (after ``down``); raises if it does not come up."""
+        if not self._launch():
+            raise RuntimeError(f"Azurite did not restart on port {self.port}: {self._stop_process()}")
+
+    def restart(self) -> None:
+        self.down()
+        self.up()
+
+    def _launch(self) -> bool:
+        storage = ["--location", self._workdir or "."] if self.on_disk else ["--inMemoryPersistence"]
+        self.process = subprocess.Popen(
+            [
+                str(BINARY),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.port),
+                *storage,
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--silent",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self._workdir,  # anything Azurite writes despite in-memory persistence lands here
+        )
+        return self._wait_ready()
 
     def stop(self) -> None:
         self._stop_process()

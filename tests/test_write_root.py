@@ -64,5 +64,6 @@ def test_scoring_against_a_read_only_mirror_writes_to_write_root(tmp_path: Path)
         shown = server.query('{ node(id: "gpt2-small/mlp_neuron/2/0") { explanations { text score method } } }')
         assert [e["text"] for e in shown["data"]["node"]["explanations"]] == ["the word cat"]
     assert sorted(p.relative_to(mirror) for p in mirror.rglob("*")) == before
-    written = [p for p in mine.rglob("*.jsonl")]
+    written = [p for p in mine.rglob("*.jsonl") if "_jobs" not in p.parts]
     assert len(written) == 1 and "by-method" in str(written[0])
+    assert len(list((mine / "_jobs").glob("*.jsonl"))) == 1  # the job's event log goes there too

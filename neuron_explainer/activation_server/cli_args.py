@@ -63,6 +63,24 @@ def parser() -> argparse.ArgumentParser:
     llm.add_argument("--llm_max_retries", type=int, default=5, help="retries on 429/5xx/timeouts")
     llm.add_argument("--llm_backoff_s", type=float, default=1.0, help="first retry delay (doubles, with jitter)")
     llm.add_argument("--max_concurrent_jobs", type=int, default=4, help="explain/score jobs running at once")
+    limits = p.add_argument_group("limits and authentication")
+    limits.add_argument("--max_query_depth", type=int, default=12, help="deepest selection nesting")
+    limits.add_argument("--max_aliases", type=int, default=200, help="aliases per document")
+    limits.add_argument("--max_query_tokens", type=int, default=20000, help="parser tokens per document")
+    limits.add_argument("--max_request_cost", type=int, default=100_000,
+                        help="cost budget per request (record = 1, live prompt token x node = 1, LLM call = 100); "
+                             "0: no budget")
+    limits.add_argument("--api_key", type=_optional, default=None,
+                        help="require 'Authorization: Bearer <key>' for mutations and subscriptions "
+                             "(default: env NEURON_EXPLAINER_API_KEY; unset: open server)")
+    limits.add_argument("--require_auth_for_all", type=_bool, default=False,
+                        help="with an API key: queries need it too")
+    limits.add_argument("--llm_rate_limit_per_minute", type=float, default=60.0,
+                        help="LLM-calling explain/score mutations per key (or client address) per minute; 0: unlimited")
+    limits.add_argument("--shutdown_grace_s", type=float, default=5.0,
+                        help="on SIGTERM, how long running jobs may finish before being marked interrupted")
+    limits.add_argument("--persist_jobs", type=_bool, default=True,
+                        help="keep job event logs under _jobs/ in --data_root so jobs survive restarts")
     return p
 
 
@@ -96,4 +114,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> ServerSettings:
         llm_max_retries=a.llm_max_retries,
         llm_backoff_s=a.llm_backoff_s,
         max_concurrent_jobs=a.max_concurrent_jobs,
+        max_query_depth=a.max_query_depth,
+        max_aliases=a.max_aliases,
+        max_query_tokens=a.max_query_tokens,
+        max_request_cost=a.max_request_cost,
+        api_key=a.api_key or os.environ.get("NEURON_EXPLAINER_API_KEY") or None,
+        require_auth_for_all=a.require_auth_for_all,
+        llm_rate_limit_per_minute=a.llm_rate_limit_per_minute,
+        shutdown_grace_s=a.shutdown_grace_s,
+        persist_jobs=a.persist_jobs,
     )

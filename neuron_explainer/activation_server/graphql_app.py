@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -60,6 +62,17 @@ class GraphQLApp(GraphQL[Context, None]):
                 "code", "GRAPHQL_VALIDATION_FAILED" if "path" not in error else "INTERNAL_SERVER_ERROR"
             )
         return response
+
+    def decode_json(self, data: str | bytes) -> object:
+        """A body that is not UTF-8 JSON, or JSON that is no object (or batch list), is the client's
+        error (400), where strawberry would answer 500."""
+        try:
+            value = json.loads(data)
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError(f"request body is not UTF-8: {exc.reason}", "", 0) from exc
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return value
 
     def encode_json(self, data: object) -> bytes:
         # orjson: ~10x faster than json.dumps on large float lists; NaN/inf become null.

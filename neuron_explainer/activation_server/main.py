@@ -119,8 +119,14 @@ def serve(argv: Sequence[str] | None = None) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # at INFO it logs ~20 lines per blob request
+    # strawberry logs every GraphQL error with a traceback, user errors too; schema.errors logs the
+    # internal ones, once each, with their request id.
+    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
     settings = parse_settings(argv)
-    uvicorn.run(build_app(settings), host=settings.host_name, port=settings.port, log_level="info", ws="websockets-sansio")
+    uvicorn.run(
+        build_app(settings), host=settings.host_name, port=settings.port, log_level="info", ws="websockets-sansio"
+    )
 
 
 def cli(argv: Sequence[str] | None = None) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
+from neuron_explainer.activation_server.faults import install as install_faults
 from neuron_explainer.activation_server.model_service import open_demo_dataset, open_model
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.explanations.llm import LlmClient, LlmSettings
 from neuron_explainer.explanations.methods import MethodRegistry, default_explainer, default_scorer
 from neuron_explainer.jobs import ExplanationWriter, JobManager
+from neuron_explainer.jobs.store_log import StoreEventLog
 from neuron_explainer.nodes import NodeId
 from neuron_explainer.provenance import DataSource
 from neuron_explainer.settings import ServerSettings
@@ -20,6 +23,8 @@ from neuron_explainer.storage.overlay import OverlayStore
 from neuron_explainer.storage.reader import RecordReader
 from resolvers.context import Services, build_context
 from resolvers.records import resolve_record
+from schema import schema as strawberry_schema
+from schema.guard import RequestPolicy
 from schema.response_cache import ResponseCache
 
 log = logging.getLogger("neuron_explainer.server")
@@ -67,6 +72,7 @@ async def open_services(settings: ServerSettings) -> Services:
     )
     cache = ResponseCache(settings.cache_bytes // 4)
     services = Services(settings=settings, reader=reader, registry=registry, response_cache=cache)
+    services.policy = RequestPolicy(settings, strawberry_schema._schema)
     await open_model(services, settings)
     await open_demo_dataset(services, settings)
     services.llm = LlmClient.from_settings(llm_settings(settings))
@@ -82,13 +88,33 @@ async def open_services(settings: ServerSettings) -> Services:
         load_record,
         persist=ExplanationWriter(reader),
         max_concurrent_jobs=settings.max_concurrent_jobs,
+        log=StoreEventLog(getattr(store, "writable", store)) if settings.persist_jobs else None,
+        parse_node=services.parse_node_id,
     )
+    if settings.persist_jobs:
+        await restore_jobs(services.jobs, services)
     log.info("serving data from %s (%d datasets)", store.location, len(registry.all()))
+    install_faults(services)  # test-only; a no-op unless NEURON_EXPLAINER_TEST_FAULTS is set
     return services
 
 
+async def restore_jobs(jobs: JobManager, services: Services) -> None:
+    """Jobs of earlier processes come back (status, events, results); interrupted ones resume in the
+    background. An unreachable store only costs the old jobs, never the start-up."""
+    try:
+        restored = await jobs.restore()
+    except Exception as exc:
+        log.warning("could not read earlier jobs from %s: %s", services.reader.store.location, exc)
+        return
+    if restored:
+        log.info("restored %d jobs from %s", restored, services.reader.store.location)
+        services.extras["resuming_jobs"] = asyncio.create_task(jobs.resume_interrupted(), name="resume jobs")
+
+
 async def close_services(services: Services) -> None:
-    for name in ("jobs", "engine", "llm"):
+    if isinstance(services.jobs, JobManager):
+        await services.jobs.close(grace_s=services.settings.shutdown_grace_s)
+    for name in ("engine", "llm"):
         part = getattr(services, name)
         close = getattr(part, "close", None) if part is not None else None
         if close is not None:

@@ -31,8 +31,21 @@ from neuron_explainer.nodes import NodeId, NodeKind
 
 
 # ---- building requests -------------------------------------------------------------------------
+def check_unicode(text: str, argument: str) -> None:
+    """JSON can carry lone surrogates (``"\\ud800"``) that no tokenizer can encode: ``BadInput``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInput(
+            f"{argument} is not valid Unicode: a lone surrogate at character {exc.start}",
+            argument=argument,
+            position=exc.start,
+        ) from None
+
+
 def tokenize_prompt(model: LoadedModel, text: str) -> tuple[int, ...]:
     """The prompt's tokens (no BOS); ``BadInput`` when empty or longer than the model's context."""
+    check_unicode(text, "prompt")
     tokens = tuple(model.to_tokens(text)) if text else ()
     if not tokens:
         raise BadInput("the prompt is empty", argument="prompt")
@@ -48,6 +61,7 @@ def tokenize_prompt(model: LoadedModel, text: str) -> tuple[int, ...]:
 
 def single_token(model: LoadedModel, text: str, argument: str) -> int:
     """The id of ``text`` if it is exactly one token (e.g. ``" Paris"`` with its space), else ``BadInput``."""
+    check_unicode(text, argument)
     ids = model.to_tokens(text)
     if len(ids) != 1:
         raise BadInput(

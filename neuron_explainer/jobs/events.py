@@ -2,7 +2,10 @@
 
 Every event carries ``seq``, its position in its job's log (0, 1, 2, ...), assigned by the log on
 append; a subscriber that saw ``seq = n`` resumes with ``after = n`` and misses nothing.
-A log always ends with exactly one ``Completed`` or ``Failed``.
+A log always ends with exactly one ``Completed`` or ``Failed``, except that a job stopped by a server
+shutdown logs ``Failed(code=INTERRUPTED)`` and, when it is resumed, goes on in the same log: ``Started``
+again, and so on to its real end. Only a ``Failed`` that is not an interruption, or an interruption that
+is the log's last event, ends a follower.
 """
 
 from __future__ import annotations
@@ -59,8 +62,16 @@ class Failed:
     seq: int = -1
 
 
+INTERRUPTED = "INTERRUPTED"
+"""``Failed.code`` of a job the server stopped before it ended; asking again resumes it."""
+
+
 JobEvent = Started | ExplanationProduced | SequenceSimulated | Progress | Completed | Failed
 
 
 def is_terminal(event: JobEvent) -> bool:
     return isinstance(event, Completed | Failed)
+
+
+def is_interruption(event: JobEvent) -> bool:
+    return isinstance(event, Failed) and event.code == INTERRUPTED

@@ -3,16 +3,34 @@
 An interface so a shared broker (e.g. Redis streams) can replace the in-memory log and let several
 server replicas serve one job's subscription. ``follow`` replays the events after ``after`` and
 then waits for new ones, ending after the terminal event; no event appended in between is missed.
+An interruption (``Failed(code=INTERRUPTED)``) is terminal only while it is the last event: a resumed
+job appends after it. ``describe`` stores what the job was (its inputs) next to its events, so a log
+that outlives the process (``StoreEventLog``) can give the jobs back with ``stored_jobs``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from neuron_explainer.jobs.events import JobEvent, is_terminal
+from neuron_explainer.jobs.events import JobEvent, is_interruption, is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    job_id: str
+    header: Mapping[str, Any]
+    """What ``describe`` was given: the job's inputs, as JSON values."""
+    events: list[JobEvent]
+
+
+def ends_log(events: list[JobEvent], position: int, count: int) -> bool:
+    """Whether ``events[position]`` is where a follower stops, when the first ``count`` events are visible."""
+    event = events[position]
+    return is_terminal(event) and not (is_interruption(event) and position + 1 < count)
 
 
 class EventLog(Protocol):
@@ -25,6 +43,16 @@ class EventLog(Protocol):
         ...
 
     async def snapshot(self, job_id: str) -> list[JobEvent]: ...
+
+    async def describe(self, job_id: str, header: Mapping[str, Any]) -> None:
+        """Record the job's inputs (JSON values) before its first event."""
+        ...
+
+    async def stored_jobs(self) -> list[StoredJob]:
+        """Jobs a previous process logged (empty for a log that dies with its process)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class InMemoryEventLog:
@@ -44,12 +72,16 @@ class InMemoryEventLog:
         condition = self._condition(job_id)
         async with condition:
             events = self._events[job_id]
-            if events and is_terminal(events[-1]):
+            if events and is_terminal(events[-1]) and not is_interruption(events[-1]):
                 raise RuntimeError(f"job {job_id} already ended; cannot append {type(event).__name__}")
             stored = dataclasses.replace(event, seq=len(events))
             events.append(stored)
             condition.notify_all()
         return stored
+
+    def _visible(self, job_id: str) -> int:
+        """How many of the job's events readers may see (all of them here; ``StoreEventLog``: those stored)."""
+        return len(self._events.get(job_id, []))
 
     async def follow(self, job_id: str, after: int | None = None) -> AsyncIterator[JobEvent]:
         condition = self._condition(job_id)
@@ -57,16 +89,31 @@ class InMemoryEventLog:
         position = 0 if after is None else max(0, after + 1)
         while True:
             async with condition:
-                if events and is_terminal(events[-1]) and position >= len(events):
+                end = self._visible(job_id)
+                if end and is_terminal(events[end - 1]) and position >= end:
                     return  # resumed after the end: nothing more will come
-                while len(events) <= position:
+                while self._visible(job_id) <= position:
                     await condition.wait()
-                batch = events[position:]
-            for event in batch:
-                yield event
-                if is_terminal(event):
+                end = self._visible(job_id)
+            for i in range(position, end):
+                yield events[i]
+                if ends_log(events, i, end):
                     return
-            position += len(batch)
+            position = end
 
     async def snapshot(self, job_id: str) -> list[JobEvent]:
-        return list(self._events.get(job_id, []))
+        return list(self._events.get(job_id, [])[: self._visible(job_id)])
+
+    async def describe(self, job_id: str, header: Mapping[str, Any]) -> None:
+        self._condition(job_id)
+
+    async def stored_jobs(self) -> list[StoredJob]:
+        return []
+
+    async def close(self) -> None:
+        pass
+
+    def _restore(self, job_id: str, events: list[JobEvent]) -> None:
+        """Put a stored job's events back (before anyone follows it)."""
+        self._condition(job_id)
+        self._events[job_id][:] = events

@@ -7,10 +7,17 @@ its own immutable event log) and later requests return the newest run. Asking ag
 last run *failed* starts a new run: a failure is not a result worth keeping. Forcing inputs whose
 run is still queued or running returns that run.
 
+A server shutdown (``close``) gives running jobs ``grace_s`` to finish and then stops them: they end
+``INTERRUPTED`` with a ``Failed(code=INTERRUPTED)`` event. With a log that outlives the process
+(``StoreEventLog``), ``restore`` gives the jobs back after a restart (a job that was running when the
+process died without ``close`` is marked interrupted then); asking again for an interrupted job's
+inputs -- or ``resume_interrupted`` at start-up -- resumes it under the same id, appending to the same
+log, and an explain job that had already produced its explanation reuses it instead of asking again.
+
 Bad requests fail before a job exists (unknown method, empty explanation, ``maxSequences`` < 1, a
 node without records or never active, an LLM method without an LLM); what fails later (LLM down or
 answering garbage, the store refusing the write) ends the job ``failed`` and stores nothing.
-Jobs are kept in memory for the life of the server.
+Jobs are kept in memory for the life of the server (and, with a store-backed log, across restarts).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from neuron_explainer.explanations.results import ScoredAttentionSimulation, Sco
 from neuron_explainer.explanations.scoring import SequenceOutcome
 from neuron_explainer.explanations.splits import check_explainable
 from neuron_explainer.jobs.events import (
+    INTERRUPTED,
     Completed,
     ExplanationProduced,
     Failed,
@@ -37,8 +45,9 @@ from neuron_explainer.jobs.events import (
     Progress,
     SequenceSimulated,
     Started,
+    is_interruption,
 )
-from neuron_explainer.jobs.log import EventLog, InMemoryEventLog
+from neuron_explainer.jobs.log import EventLog, InMemoryEventLog, StoredJob
 from neuron_explainer.nodes import NodeId
 
 logger = logging.getLogger(__name__)
@@ -57,6 +66,8 @@ class JobStatus(enum.Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """Stopped by a server shutdown before it ended; asking again (same inputs) resumes it, same id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,28 @@ class JobSpec:
             self.score_method,
         ]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:24]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "node": str(self.node),
+            "method": self.method,
+            "explanation": self.explanation,
+            "max_sequences": self.max_sequences,
+            "score_method": self.score_method,
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, object], parse_node: Callable[[str], NodeId]) -> JobSpec:
+        max_sequences = row.get("max_sequences")
+        return cls(
+            JobKind(row["kind"]),
+            parse_node(str(row["node"])),
+            str(row["method"]),
+            None if row.get("explanation") is None else str(row["explanation"]),
+            int(max_sequences) if isinstance(max_sequences, int) else None,
+            None if row.get("score_method") is None else str(row["score_method"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +142,8 @@ class Job:
         self.status = JobStatus.QUEUED
         self.result: JobResult | None = None
         self.error: NeuronExplainerError | None = None
+        self.carried_explanation: str | None = None
+        """A resumed explain job: the explanation its interrupted run already produced."""
         self._log = log
         self._task: asyncio.Task[None] | None = None
 
@@ -131,6 +166,7 @@ class JobManager:
         log: EventLog | None = None,
         persist: PersistHook | None = None,
         max_concurrent_jobs: int = 4,
+        parse_node: Callable[[str], NodeId] | None = None,
     ) -> None:
         if max_concurrent_jobs < 1:
             raise ValueError("max_concurrent_jobs must be at least 1")
@@ -138,6 +174,7 @@ class JobManager:
         self.log: EventLog = log or InMemoryEventLog()
         self._load_record = load_record
         self._persist = persist
+        self._parse_node = parse_node or (lambda text: NodeId.parse(text, {}))
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
         self._jobs: dict[str, Job] = {}
         self._latest: dict[str, Job] = {}
@@ -176,12 +213,76 @@ class JobManager:
         spec = JobSpec(JobKind.SCORE, node, method, explanation=explanation, max_sequences=max_sequences)
         return await self._submit(spec, None, self.methods.scorer(method, node.kind), force)
 
-    async def close(self) -> None:
-        """Cancel every unfinished job (they end ``failed`` with code ``CANCELLED``)."""
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Give unfinished jobs ``grace_s`` seconds, then stop the rest (they end ``INTERRUPTED``)."""
         tasks = [j._task for j in self._jobs.values() if j._task is not None and not j._task.done()]
-        for task in tasks:
+        if tasks and grace_s > 0:
+            await asyncio.wait(tasks, timeout=grace_s)
+        remaining = [t for t in tasks if not t.done()]
+        for task in remaining:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*remaining, return_exceptions=True)
+        await self.log.close()
+
+    async def restore(self) -> int:
+        """Take back the jobs a previous process logged; returns how many."""
+        for stored in await self.log.stored_jobs():
+            try:
+                await self._restore(stored)
+            except Exception as exc:  # one bad header must not lose the other jobs
+                logger.error("could not restore job %s: %s", stored.job_id, exc)
+        return len(self._jobs)
+
+    async def _restore(self, stored: StoredJob) -> None:
+        header = dict(stored.header)
+        spec = JobSpec.from_json(dict(header["spec"]), self._parse_node)
+        run = int(header.get("run", 1))
+        job = Job(stored.job_id, spec, run, self.log)
+        last = stored.events[-1] if stored.events else None
+        if isinstance(last, Completed):
+            job.status = JobStatus.COMPLETED
+            scoring = spec.score_method if spec.kind is JobKind.EXPLAIN else spec.method
+            scoring = scoring if last.score is not None else None
+            job.result = JobResult(spec, last.explanation, last.score, None, scoring)
+        elif isinstance(last, Failed) and not is_interruption(last):
+            job.status = JobStatus.FAILED
+        else:
+            if last is None or not is_interruption(last):
+                await self.log.append(job.id, Failed(INTERRUPTED, "the server stopped before the job ended"))
+            job.status = JobStatus.INTERRUPTED
+        self._jobs[job.id] = job
+        previous = self._latest.get(spec.key())
+        if previous is None or previous.run < run:
+            self._latest[spec.key()] = job
+
+    async def resume_interrupted(self) -> list[Job]:
+        """Resume every interrupted job (the newest run of its inputs); failures to resume are logged."""
+        resumed = []
+        for job in [j for j in self._latest.values() if j.status is JobStatus.INTERRUPTED]:
+            spec = job.spec
+            try:
+                if spec.kind is JobKind.EXPLAIN:
+                    explainer = self.methods.explainer(spec.method, spec.node.kind)
+                    score = spec.score_method
+                    scorer = self.methods.scorer(score, spec.node.kind) if score is not None else None
+                else:
+                    explainer, scorer = None, self.methods.scorer(spec.method, spec.node.kind)
+                resumed.append(await self._resume(job, explainer, scorer))
+            except Exception as exc:
+                logger.warning("job %s stays interrupted: %s", job.id, exc)
+        return resumed
+
+    async def _resume(self, job: Job, explainer: Explainer | None, scorer: Scorer | None) -> Job:
+        record = await self._load_record(job.spec.node)
+        check_explainable(record, str(job.spec.node))
+        if job.status is not JobStatus.INTERRUPTED:  # another request resumed it during the load
+            return job
+        job.status = JobStatus.QUEUED
+        job.error = None
+        produced = [e for e in await self.log.snapshot(job.id) if isinstance(e, ExplanationProduced)]
+        job.carried_explanation = produced[-1].text if produced and explainer is not None else None
+        job._task = asyncio.create_task(self._run(job, record, explainer, scorer), name=f"job {job.id}")
+        return job
 
     def _reusable(self, key: str, force: bool) -> Job | None:
         job = self._latest.get(key)
@@ -191,14 +292,13 @@ class JobManager:
             return None
         return job
 
-    async def _submit(
-        self, spec: JobSpec, explainer: Explainer | None, scorer: Scorer | None, force: bool
-    ) -> Job:
+    async def _submit(self, spec: JobSpec, explainer: Explainer | None, scorer: Scorer | None, force: bool) -> Job:
         if spec.max_sequences is not None and spec.max_sequences < 1:
-            raise BadInput(
-                f"maxSequences must be at least 1, got {spec.max_sequences}", argument="maxSequences"
-            )
+            raise BadInput(f"maxSequences must be at least 1, got {spec.max_sequences}", argument="maxSequences")
         key = spec.key()
+        latest = self._latest.get(key)
+        if latest is not None and latest.status is JobStatus.INTERRUPTED:
+            return await self._resume(latest, explainer, scorer)
         if (job := self._reusable(key, force)) is not None:
             return job
         record = await self._load_record(spec.node)
@@ -210,12 +310,11 @@ class JobManager:
         job = Job(key if run == 1 else f"{key}.{run}", spec, run, self.log)
         self._jobs[job.id] = job
         self._latest[key] = job
+        await self.log.describe(job.id, {"spec": spec.to_json(), "run": run})
         job._task = asyncio.create_task(self._run(job, record, explainer, scorer), name=f"job {job.id}")
         return job
 
-    async def _run(
-        self, job: Job, record: NeuronRecord, explainer: Explainer | None, scorer: Scorer | None
-    ) -> None:
+    async def _run(self, job: Job, record: NeuronRecord, explainer: Explainer | None, scorer: Scorer | None) -> None:
         try:
             async with self._slots:
                 job.status = JobStatus.RUNNING
@@ -227,33 +326,38 @@ class JobManager:
                     except NeuronExplainerError:
                         raise
                     except Exception as e:
-                        raise UpstreamUnavailable(
-                            f"storing the result failed: {type(e).__name__}: {e}"
-                        ) from e
+                        raise UpstreamUnavailable(f"storing the result failed: {type(e).__name__}: {e}") from e
                 job.result = result
-                job.status = JobStatus.COMPLETED
+                # The event first, then the status: whoever sees COMPLETED finds JobCompleted in the log.
                 await self.log.append(job.id, Completed(result.explanation, result.score))
+                job.status = JobStatus.COMPLETED
         except NeuronExplainerError as e:
             await self._fail(job, e, Failed(e.code, e.message))
         except asyncio.CancelledError:
-            await self._fail(job, None, Failed("CANCELLED", "the server stopped before the job ended"))
+            job.status = JobStatus.INTERRUPTED
+            try:
+                await self.log.append(
+                    job.id, Failed(INTERRUPTED, "the server stopped before the job ended; ask again to resume it")
+                )
+            except RuntimeError:  # stopped while storing its JobCompleted: it had ended (the log's close stores it)
+                job.status = JobStatus.COMPLETED
             raise
         except Exception:
             logger.exception("job %s failed", job.id)
-            await self._fail(
-                job, None, Failed("INTERNAL_SERVER_ERROR", "internal error (logged on the server)")
-            )
+            await self._fail(job, None, Failed("INTERNAL_SERVER_ERROR", "internal error (logged on the server)"))
 
     async def _fail(self, job: Job, error: NeuronExplainerError | None, event: Failed) -> None:
-        job.status = JobStatus.FAILED
         job.error = error
         await self.log.append(job.id, event)
+        job.status = JobStatus.FAILED
 
     async def _work(
         self, job: Job, record: NeuronRecord, explainer: Explainer | None, scorer: Scorer | None
     ) -> JobResult:
         spec = job.spec
-        if explainer is not None:
+        if explainer is not None and job.carried_explanation is not None:
+            explanation = job.carried_explanation
+        elif explainer is not None:
             explanation = await explainer.explain(record)
             await self.log.append(job.id, ExplanationProduced(explanation))
         else:
@@ -264,25 +368,25 @@ class JobManager:
         total = scorer.planned_sequences(record, spec.max_sequences)
         await self.log.append(job.id, Progress(0, total))
         done = 0
+        reporting = asyncio.Lock()  # a log append may wait (a store write): keep each pair together, in order
 
         async def on_sequence(outcome: SequenceOutcome) -> None:
             nonlocal done
-            done += 1
-            await self.log.append(
-                job.id,
-                SequenceSimulated(
-                    outcome.index,
-                    outcome.tokens,
-                    outcome.predicted,
-                    outcome.actual,
-                    outcome.sequence_score,
-                    outcome.running_score,
-                ),
-            )
-            await self.log.append(job.id, Progress(done, total))
+            async with reporting:
+                done += 1
+                await self.log.append(
+                    job.id,
+                    SequenceSimulated(
+                        outcome.index,
+                        outcome.tokens,
+                        outcome.predicted,
+                        outcome.actual,
+                        outcome.sequence_score,
+                        outcome.running_score,
+                    ),
+                )
+                await self.log.append(job.id, Progress(done, total))
 
-        outcome = await scorer.score(
-            explanation, record, max_sequences=spec.max_sequences, on_sequence=on_sequence
-        )
+        outcome = await scorer.score(explanation, record, max_sequences=spec.max_sequences, on_sequence=on_sequence)
         scoring_method = spec.score_method if spec.kind is JobKind.EXPLAIN else spec.method
         return JobResult(spec, explanation, outcome.score, outcome.scored, scoring_method)
