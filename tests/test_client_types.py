@@ -53,7 +53,7 @@ def test_misusing_a_generated_hook_fails_tsc() -> None:
 
 def test_readme_example_is_the_typechecked_one() -> None:
     """The README's usage example is client/src/usage-example.tsx verbatim, which `tsc -p client` checks."""
-    readme = (ROOT / "client" / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     block = re.search(r"```tsx\n(.*?)```", readme, re.DOTALL)
     assert block is not None
     assert block.group(1) == (ROOT / "client" / "src" / "usage-example.tsx").read_text()
