@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from neuron_explainer.activations.records import NeuronRecord
+from neuron_explainer.activations.records import ActivationRecord, NeuronRecord
 from neuron_explainer.activations.views import RecordView, normalization_pool, view_records
 from neuron_explainer.errors import BadInput, CorruptBlob, ModelNotLoaded, NotFound
 from neuron_explainer.nodes import NodeId
@@ -55,24 +56,25 @@ def _check_first(first: int | None) -> None:
         raise BadInput(f"first must be >= 0, got {first}", argument="first")
 
 
-async def top_activations(
-    ctx: Context, node: NodeId, first: int | None, source: DataSource
+async def _records(
+    ctx: Context, node: NodeId, first: int | None, source: DataSource, pick: Callable[[NeuronRecord], list[ActivationRecord]]
 ) -> list[tuple[RecordView, Provenance]]:
     _check_first(first)
     resolved = await resolve_record(ctx, node, source)
-    records = resolved.record.most_positive_activation_records[:first]
-    views = view_records(records, normalization_pool(resolved.record), node.kind.is_token_pair)
+    views = view_records(pick(resolved.record)[:first], normalization_pool(resolved.record), node.kind.is_token_pair)
     return _finite_views(views, node, resolved.provenance)
+
+
+async def top_activations(
+    ctx: Context, node: NodeId, first: int | None, source: DataSource
+) -> list[tuple[RecordView, Provenance]]:
+    return await _records(ctx, node, first, source, lambda r: r.most_positive_activation_records)
 
 
 async def random_sample(
     ctx: Context, node: NodeId, first: int | None, source: DataSource
 ) -> list[tuple[RecordView, Provenance]]:
-    _check_first(first)
-    resolved = await resolve_record(ctx, node, source)
-    records = resolved.record.random_sample[:first]
-    views = view_records(records, normalization_pool(resolved.record), node.kind.is_token_pair)
-    return _finite_views(views, node, resolved.provenance)
+    return await _records(ctx, node, first, source, lambda r: r.random_sample)
 
 
 async def quantile_samples(
