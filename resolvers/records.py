@@ -57,7 +57,11 @@ def _check_first(first: int | None) -> None:
 
 
 async def _records(
-    ctx: Context, node: NodeId, first: int | None, source: DataSource, pick: Callable[[NeuronRecord], list[ActivationRecord]]
+    ctx: Context,
+    node: NodeId,
+    first: int | None,
+    source: DataSource,
+    pick: Callable[[NeuronRecord], list[ActivationRecord]],
 ) -> list[tuple[RecordView, Provenance]]:
     _check_first(first)
     resolved = await resolve_record(ctx, node, source)
