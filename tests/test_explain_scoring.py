@@ -135,3 +135,13 @@ def test_mark_pair() -> None:
     tokens = ["The", " cat", " sat"]
     assert mark_pair(tokens, 2, 1) == "The **cat** [[sat]]"
     assert mark_pair(tokens, 0, 0) == "[[**The**]] cat sat"
+
+
+def test_a_record_with_an_empty_valid_split_is_bad_input_not_a_zero_score() -> None:
+    from neuron_explainer.activations.records import ActivationRecord, NeuronRecord
+    from neuron_explainer.errors import BadInput
+    from neuron_explainer.explanations.splits import valid_records
+
+    record = NeuronRecord(layer=0, index=0, most_positive_activation_records=[ActivationRecord(["a"], [1.0])])
+    with pytest.raises(BadInput, match="too few records to score"):
+        valid_records(record)

@@ -55,6 +55,13 @@ def valid_records(
         if max_sequences < 1:
             raise BadInput(f"maxSequences must be at least 1, got {max_sequences}", argument="maxSequences")
         records = records[:max_sequences]
+    if not records:
+        raise BadInput(
+            f"node {record.layer}/{record.index} has too few records to score: the valid split "
+            f"(top records 2, 6, 10, ...; random records 1, 4, 7, ...) is empty",
+            top_records=len(record.most_positive_activation_records),
+            random_records=len(record.random_sample),
+        )
     return records
 
 
