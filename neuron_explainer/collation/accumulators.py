@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -467,3 +468,25 @@ class LayerAccumulator:
         seqs = seqs[seqs != _EMPTY]
         self._low = min(0, int(seqs.min())) if seqs.numel() else 0
         self._high = int(seqs.max()) if seqs.numel() else -1
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def update_all(updates: Sequence[tuple[LayerAccumulator, torch.Tensor]], seqs: np.ndarray) -> None:
+    """``acc.update(values, seqs)`` for each pair (distinct accumulators), on as many threads as the caller's
+    torch intra-op thread count: each update runs on one thread (see ``_one_thread``), so this is how the
+    updates use the cores a forward would. Same results as one after another."""
+    workers = min(torch.get_num_threads(), len(updates))
+    if workers <= 1:
+        for acc, values in updates:
+            acc.update(values, seqs)
+        return
+    with _POOLS_LOCK:  # kept for the process: their threads keep their scratch buffers between batches
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="collate-update")
+        pool = _POOLS[workers]
+    biggest_first = sorted(updates, key=lambda pair: -pair[1].numel())
+    for future in [pool.submit(acc.update, values, seqs) for acc, values in biggest_first]:
+        future.result()

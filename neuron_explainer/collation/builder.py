@@ -39,6 +39,7 @@ from neuron_explainer.collation.accumulators import (
     LayerAccumulator,
     QuantileEstimator,
     SamplingConfig,
+    update_all,
 )
 from neuron_explainer.collation.checkpoint import (
     Checkpoint,
@@ -197,8 +198,8 @@ class DatasetBuilder:
     def step(self, model: LoadedModel, shard: Shard, accs: dict[str, LayerAccumulator]) -> None:
         """One main-pass batch: forward, extract, update every group. Runs on the model's thread."""
         seqs = np.arange(shard.start, shard.stop, dtype=np.int64)
-        for name, values in self._values(model, self.corpus.windows(shard.start, shard.stop)).items():
-            accs[name].update(values, seqs)
+        values = self._values(model, self.corpus.windows(shard.start, shard.stop))
+        update_all([(accs[name], v) for name, v in values.items()], seqs)
 
     def _bar(self, total: int, initial: int, desc: str) -> tqdm[Any]:
         return tqdm(
