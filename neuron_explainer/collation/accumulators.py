@@ -27,15 +27,15 @@ nothing else about the corpus is kept.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from neuron_explainer.collation.workers import one_thread
 
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
 """Quantile boundaries of the per-quantile samples (the original datasets' five bins)."""
@@ -60,23 +60,6 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Torch intra-op threads off for the duration: the updates are many small ops on a few MB each, and
-    on a shared CPU their thread hand-offs cost more than they save (one ``cat`` of ``[3072, 96]``: 0.17 ms
-    on one thread, 22 ms on two on a loaded 2-core box). The results are the same either way (integer
-    bookkeeping; the float32 moment sums were checked bit-equal on 1 and 2 threads)."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _KeyStream:
@@ -367,7 +350,7 @@ class LayerAccumulator:
 
     def update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         """``values`` ``[batch, width, n_nodes]`` float32 on CPU; ``seqs`` ``[batch]`` window numbers."""
-        with _one_thread():
+        with one_thread():  # many small ops: see workers.py
             self._update(values, seqs)
 
     def _update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
@@ -469,24 +452,3 @@ class LayerAccumulator:
         self._low = min(0, int(seqs.min())) if seqs.numel() else 0
         self._high = int(seqs.max()) if seqs.numel() else -1
 
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def update_all(updates: Sequence[tuple[LayerAccumulator, torch.Tensor]], seqs: np.ndarray) -> None:
-    """``acc.update(values, seqs)`` for each pair (distinct accumulators), on as many threads as the caller's
-    torch intra-op thread count: each update runs on one thread (see ``_one_thread``), so this is how the
-    updates use the cores a forward would. Same results as one after another."""
-    workers = min(torch.get_num_threads(), len(updates))
-    if workers <= 1:
-        for acc, values in updates:
-            acc.update(values, seqs)
-        return
-    with _POOLS_LOCK:  # kept for the process: their threads keep their scratch buffers between batches
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="collate-update")
-        pool = _POOLS[workers]
-    biggest_first = sorted(updates, key=lambda pair: -pair[1].numel())
-    for future in [pool.submit(acc.update, values, seqs) for acc, values in biggest_first]:
-        future.result()
