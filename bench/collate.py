@@ -11,7 +11,17 @@ The corpus is the shipped reference text repeated to ``--windows`` windows of 64
 
 Bare and collation batches alternate one by one, so the load of a shared machine hits both alike.
 
-Prints ``bench collate_throughput_ratio: <collate tok/s / bare tok/s> (target >= 0.7) PASS|FAIL``.
+Prints ``bench collate_throughput_ratio: <collate tok/s / bare tok/s> (target >= 0.7) PASS|FAIL`` for the
+default model and kinds (the target is about a realistic model); other models print the ratio as information.
+
+The bare forward is what the builder would cost with no collation at all: the same batches, through the
+model up to the last needed layer (a stop hook on its residual output, no other hooks). The collation side
+pays for everything else — capturing the hooks, extracting values (``attn_write_norm`` included), the
+accumulator updates and the pre-pass.
+
+At 256 windows every run is in its most expensive regime: nearly every window still enters every node's
+top-K, random and quantile samples (64 + 32 + 40 slots against 256 windows). On a long corpus most windows
+are rejected by one comparison per node, so a long run should do better (not measured here).
 
     .venv/bin/python bench/collate.py [--model gpt2-small-shape|tiny-gpt2] [--windows 256] [--batch_size 32]
 
@@ -146,7 +156,10 @@ async def main() -> None:
     print(f"bare forwards: {bare_rate:,.0f} tok/s; collation: {collate_rate:,.0f} tok/s")
     print(f"writing {n_records} records: {write_time:.2f} s ({n_records / max(write_time, 1e-9):,.0f} rec/s)")
     ratio = collate_rate / bare_rate
-    print(f"bench collate_throughput_ratio: {ratio:.3f} (target >= 0.7) {'PASS' if ratio >= 0.7 else 'FAIL'}")
+    if args.model == "gpt2-small-shape" and args.kinds == "all":
+        print(f"bench collate_throughput_ratio: {ratio:.3f} (target >= 0.7) {'PASS' if ratio >= 0.7 else 'FAIL'}")
+    else:  # the target is set on a realistic model; other runs are information
+        print(f"collate_throughput_ratio on {model.name}, kinds {args.kinds}: {ratio:.3f} (information, no target)")
 
 
 if __name__ == "__main__":

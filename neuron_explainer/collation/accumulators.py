@@ -28,11 +28,14 @@ nothing else about the corpus is kept.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from neuron_explainer.collation.workers import one_thread
 
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
 """Quantile boundaries of the per-quantile samples (the original datasets' five bins)."""
@@ -73,17 +76,41 @@ class _KeyStream:
         return torch.from_numpy(mixed.astype(np.int64))
 
 
+_SEQ_LOW = (1 << 32) - 1
+"""Window numbers below this fit the low half of a packed top-K sort key (``_EMPTY`` maps onto it)."""
+
+
+def _packed(prim: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:  # [r, c] float32, [r, c] -> [r, c] int64
+    """One int64 per entry that orders exactly as ``(prim, seq)``, for float32 ``prim`` and window numbers
+    below ``_SEQ_LOW``: the float's bits made order-preserving (``-0.0`` folded onto ``0.0``, as ``==`` does)
+    in the high half, the window number in the low half."""
+    bits = (prim + 0.0).view(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: flip the magnitude so larger is larger
+    return bits.to(torch.int64) * (1 << 32) + seq.clamp(max=_SEQ_LOW)
+
+
 def _merge_order(
     prim: torch.Tensor,  # [r, k]  (sorted ascending by (prim, seq))
     seq: torch.Tensor,  # [r, k]
-    new_prim: torch.Tensor,  # [r, batch]
-    new_seq: torch.Tensor,  # [r, batch]
+    new_prim: torch.Tensor,  # [r, c]
+    new_seq: torch.Tensor,  # [r, c]
+    one_sort: bool,
 ) -> torch.Tensor:  # [r, k] positions in cat([old, new]) of the k smallest, sorted by (prim, seq)
+    """The stable sort by ``(prim, seq)``, done as one sort when the caller vouches that it gives the same
+    permutation (``one_sort``): for float32 ``prim`` by packed keys (every window number in
+    ``[0, _SEQ_LOW)``); for int64 keys by ``prim`` alone (every new window number above every kept one and
+    ascending, and no new key equal to ``_EMPTY``, so ties on ``prim`` are already in ``seq`` order).
+    Otherwise two stable passes, seq then prim."""
+    k = prim.shape[1]
     all_prim = torch.cat([prim, new_prim], dim=1)
+    if one_sort and prim.dtype == torch.float32:
+        return torch.argsort(_packed(all_prim, torch.cat([seq, new_seq], dim=1)), dim=1, stable=True)[:, :k]
+    if one_sort:
+        return torch.argsort(all_prim, dim=1, stable=True)[:, :k]
     all_seq = torch.cat([seq, new_seq], dim=1)
     by_seq = torch.argsort(all_seq, dim=1, stable=True)
     by_prim = torch.argsort(torch.gather(all_prim, 1, by_seq), dim=1, stable=True)
-    return torch.gather(by_seq, 1, by_prim)[:, : prim.shape[1]]
+    return torch.gather(by_seq, 1, by_prim)[:, :k]
 
 
 class _Reservoir:
@@ -114,12 +141,14 @@ class _Reservoir:
         self,
         active: torch.Tensor,  # [rows] bool: rows that have a candidate not above ``worst``
         candidates: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        values: Callable[[], torch.Tensor],  # -> [batch * n_nodes, width], row b * n_nodes + node
+        values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # (batch_pos [m], node [m]) -> [m, width]
+        one_sort: bool = False,
     ) -> None:
         """Merge this batch's candidates into the rows flagged ``active``.
 
         ``candidates(rows)`` gives ``(prim [r, batch], seq [r, batch])`` for those rows only (``seq`` is
         ``_EMPTY`` where a window is not a candidate), so a batch that changes little costs little.
+        ``one_sort`` vouches for what :func:`_merge_order` needs to sort once.
         """
         k = self.prim.shape[1]
         if k == 0:
@@ -132,14 +161,23 @@ class _Reservoir:
         pick = (lambda t: t) if everything else (lambda t: t.index_select(0, rows))
         old_prim, old_seq, old_slot = pick(self.prim), pick(self.seq), pick(self.slot)
         new_prim, new_seq = candidates(rows)
-        # Drop candidates that cannot get in, then keep only as many columns as the fullest row needs.
-        hopeless = (new_prim > old_prim[:, -1:]) | (new_seq == _EMPTY)  # [r, batch]
-        n_cand = int((~hopeless).sum(dim=1).max())
-        position = torch.argsort(hopeless.to(torch.uint8), dim=1, stable=True)[:, :n_cand]  # [r, c]
-        new_prim = new_prim.gather(1, position).masked_fill(hopeless.gather(1, position), self._fill)
-        new_seq = new_seq.gather(1, position).masked_fill(hopeless.gather(1, position), _EMPTY)
-        order = _merge_order(old_prim, old_seq, new_prim, new_seq)  # [r, k]
-        kept = torch.zeros(r, k + new_prim.shape[1], dtype=torch.bool)
+        # Keep only the candidates that can get in, packed to the left in batch order (a prefix sum says
+        # where each goes), and only as many columns as the fullest row needs; the rest are padding.
+        hope = ~((new_prim > old_prim[:, -1:]) | (new_seq == _EMPTY))  # [r, batch]
+        rank = hope.cumsum(dim=1)  # [r, batch]
+        counts = rank[:, -1:]  # [r, 1]
+        n_cand = int(counts.max())
+        if n_cand == 0:
+            return
+        batch = new_prim.shape[1]
+        position = torch.zeros(r, n_cand + 1, dtype=torch.int64)  # last column: where the hopeless go
+        position.scatter_(1, torch.where(hope, rank - 1, n_cand), torch.arange(batch).expand(r, batch))
+        position = position[:, :n_cand]  # [r, c]
+        padding = torch.arange(n_cand)[None, :] >= counts  # [r, c]
+        new_prim = new_prim.gather(1, position).masked_fill(padding, self._fill)
+        new_seq = new_seq.gather(1, position).masked_fill(padding, _EMPTY)
+        order = _merge_order(old_prim, old_seq, new_prim, new_seq, one_sort)  # [r, k]
+        kept = torch.zeros(r, k + n_cand, dtype=torch.bool)
         kept.scatter_(1, order, True)
         is_new = order >= k  # [r, k]
         freed = old_slot[~kept[:, :k]]  # row-major: the slots of evicted entries, row by row
@@ -148,8 +186,7 @@ class _Reservoir:
         new_row, new_rank = is_new.nonzero(as_tuple=True)
         row = rows[new_row]
         batch_pos = position[new_row, order[new_row, new_rank] - k]
-        n_nodes = self.prim.shape[0] // self.groups
-        source = values().index_select(0, batch_pos * n_nodes + row // self.groups)  # [m, width]
+        source = values(batch_pos, torch.div(row, self.groups, rounding_mode="floor"))  # [m, width]
         self.vals.view(-1, self.vals.shape[2]).index_copy_(0, row * k + freed, source)
         merged_prim = torch.gather(torch.cat([old_prim, new_prim], 1), 1, order)
         merged_seq = torch.gather(torch.cat([old_seq, new_seq], 1), 1, order)
@@ -173,6 +210,20 @@ class _Reservoir:
             setattr(self, n, state[f"{prefix}.{n}"])
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: torch.Size, count: int) -> list[torch.Tensor]:
+    """``count`` float32 work tensors of ``shape``, kept per thread for the next call of the same shape."""
+    cache: dict[tuple[tuple[int, ...], int], list[torch.Tensor]] = _SCRATCH.__dict__.setdefault("cache", {})
+    key = (tuple(shape), count)
+    if key not in cache:
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = [torch.empty(shape, dtype=torch.float32) for _ in range(count)]
+    return cache[key]
+
+
 class Moments:
     """Streaming count / mean / central sums M2..M4 per node, float64, pairwise-merged."""
 
@@ -187,8 +238,9 @@ class Moments:
         x = values.reshape(-1, values.shape[2])  # [batch * width, n]
         nb = float(x.shape[0])
         mb32 = x.mean(dim=0)  # [n]
-        d = x - mb32  # float32, centred on the batch mean; sums are pairwise in float32
-        power = d * d
+        d, power = _scratch(x.shape, 2)  # reused: a fresh 25 MB tensor costs more in page faults than math
+        torch.sub(x, mb32, out=d)  # float32, centred on the batch mean; sums are pairwise in float32
+        torch.mul(d, d, out=power)
         m2b = power.sum(dim=0).to(torch.float64)
         power.mul_(d)
         m3b = power.sum(dim=0).to(torch.float64)
@@ -293,18 +345,31 @@ class LayerAccumulator:
         self._random_keys = _KeyStream(f"{config.seed}/{group}/random", n_nodes)
         self._bin_keys = _KeyStream(f"{config.seed}/{group}/quantile", n_nodes)
         self._moments_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._low, self._high = 0, -1
+        """The lowest (or 0) and highest (or -1) window number offered so far."""
 
     def update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         """``values`` ``[batch, width, n_nodes]`` float32 on CPU; ``seqs`` ``[batch]`` window numbers."""
+        with one_thread():  # many small ops: see workers.py
+            self._update(values, seqs)
+
+    def _update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         n, batch, n_bins = self.n_nodes, values.shape[0], self.n_bins
         by_window: list[torch.Tensor] = []
 
-        def rows_of_values() -> torch.Tensor:  # [batch * n, width]: each kept row is one contiguous copy
-            if not by_window:
-                by_window.append(values.transpose(1, 2).reshape(batch * n, -1))
-            return by_window[0]
+        def rows_of_values(batch_pos: torch.Tensor, node: torch.Tensor) -> torch.Tensor:  # -> [m, width]
+            if not by_window and batch_pos.numel() * 8 < batch * n:  # few: pick them where they lie
+                return values.permute(0, 2, 1)[batch_pos, node]
+            if not by_window:  # many: one transposing copy, then contiguous rows
+                by_window.append(values.transpose(1, 2).reshape(batch * n, -1))  # [batch * n, width]
+            return by_window[0].index_select(0, batch_pos * n + node)
 
         seq_row = torch.from_numpy(seqs.astype(np.int64))[None, :]  # [1, batch]
+        # Whether one sort merges exactly (see _merge_order): windows ascending past all seen; numbers fit.
+        low, high = (int(seqs.min()), int(seqs.max())) if len(seqs) else (0, -1)
+        fresh = low > self._high and bool(np.all(np.diff(seqs) > 0))
+        self._low, self._high = min(self._low, low), max(self._high, high)
+        packable = self._low >= 0 and self._high < _SEQ_LOW
         seq_max = values.amax(dim=1).T.contiguous()  # [n, batch]
 
         neg_max = -seq_max
@@ -312,12 +377,14 @@ class LayerAccumulator:
             (neg_max <= self.top.worst[:, None]).any(dim=1),
             lambda rows: (neg_max[rows], seq_row.expand(len(rows), batch)),
             rows_of_values,
+            one_sort=packable,
         )
         keys = self._random_keys.keys(seqs)  # [n, batch]
         self.random.offer(
             (keys <= self.random.worst[:, None]).any(dim=1),
             lambda rows: (keys[rows], seq_row.expand(len(rows), batch)),
             rows_of_values,
+            one_sort=fresh and not bool((keys == _EMPTY).any()),
         )
         # bin (q_{b-1}, q_b] of each window, per node: how many boundaries lie below its max
         bin_of = (seq_max.to(torch.float64)[:, :, None] > self.boundaries[:, None, :]).sum(
@@ -336,7 +403,9 @@ class LayerAccumulator:
                 outside, _EMPTY
             )
 
-        self.bins.offer(active, bin_candidates, rows_of_values)
+        self.bins.offer(
+            active, bin_candidates, rows_of_values, one_sort=fresh and not bool((bin_keys == _EMPTY).any())
+        )
         self.moments.update(values)
 
     def summary(self, node: int) -> NodeSummary:
@@ -378,3 +447,8 @@ class LayerAccumulator:
         self.bins.load("bins", state)
         self.moments.load("moments", state)
         self._moments_cache = None
+        seqs = torch.cat([r.seq.flatten() for r in (self.top, self.random, self.bins)])
+        seqs = seqs[seqs != _EMPTY]
+        self._low = min(0, int(seqs.min())) if seqs.numel() else 0
+        self._high = int(seqs.max()) if seqs.numel() else -1
+

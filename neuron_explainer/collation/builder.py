@@ -48,6 +48,7 @@ from neuron_explainer.collation.checkpoint import (
 )
 from neuron_explainer.collation.corpus import Corpus, Shard
 from neuron_explainer.collation.groups import KindSpec, NodeGroup, capture, plan_groups
+from neuron_explainer.collation.workers import run_all
 from neuron_explainer.collation.writer import TokenStrings, specs_by_kind, write_group_records, write_metadata
 from neuron_explainer.errors import BadInput
 from neuron_explainer.models.loaded_model import LoadedModel
@@ -157,6 +158,7 @@ class DatasetBuilder:
         self.kinds, self.layers = list(kinds), list(layers)
         self.groups: list[NodeGroup] = plan_groups(model, self.kinds, self.layers, config.seq_len)
         self.hooks = sorted({h for g in self.groups for h in g.hooks})
+        self._biggest_first = sorted(self.groups, key=lambda g: -g.n_nodes * g.width)  # run_all starts in order
         self.tag = config.tag(corpus)
         self.datasets = specs_by_kind(self.kinds, model.name, self.tag)
         self._run = run_on_model or _default_runner(model)
@@ -197,8 +199,12 @@ class DatasetBuilder:
     def step(self, model: LoadedModel, shard: Shard, accs: dict[str, LayerAccumulator]) -> None:
         """One main-pass batch: forward, extract, update every group. Runs on the model's thread."""
         seqs = np.arange(shard.start, shard.stop, dtype=np.int64)
-        for name, values in self._values(model, self.corpus.windows(shard.start, shard.stop)).items():
-            accs[name].update(values, seqs)
+        cache = capture(model, torch.from_numpy(self.corpus.windows(shard.start, shard.stop)), self.hooks)
+
+        def work(g: NodeGroup) -> Callable[[], None]:
+            return lambda: accs[g.name].update(g.extract(cache).float().cpu(), seqs)  # [batch, width, n]
+
+        run_all([work(g) for g in self._biggest_first])
 
     def _bar(self, total: int, initial: int, desc: str) -> tqdm[Any]:
         return tqdm(
@@ -208,7 +214,12 @@ class DatasetBuilder:
 
     def _values(self, model: LoadedModel, windows: np.ndarray) -> dict[str, torch.Tensor]:
         cache = capture(model, torch.from_numpy(windows), self.hooks)
-        return {g.name: g.extract(cache).float().cpu() for g in self.groups}  # [batch, width, n]
+
+        def extract(g: NodeGroup) -> Callable[[], torch.Tensor]:
+            return lambda: g.extract(cache).float().cpu()  # [batch, width, n]
+
+        groups = self._biggest_first
+        return dict(zip([g.name for g in groups], run_all([extract(g) for g in groups]), strict=True))
 
     async def estimate_boundaries(self) -> dict[str, torch.Tensor]:
         n = self.corpus.n_windows
