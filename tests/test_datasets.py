@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from neuron_explainer.errors import BadInput, CorruptBlob, NotFound
 from neuron_explainer.models.shapes import AUTOENCODER_KINDS, AUTOENCODER_LATENTS, KNOWN_SHAPES, check_bounds
 from neuron_explainer.nodes import NodeId, NodeKind
-from neuron_explainer.storage.azure import AzureStore
 from neuron_explainer.storage.base import BlobStore
 from neuron_explainer.storage.datasets import (
     INDEX_BLOB,
@@ -24,22 +20,9 @@ from neuron_explainer.storage.datasets import (
     record_path,
     register_dataset,
 )
-from neuron_explainer.storage.local import LocalStore
 
 MLP = NodeKind.MLP_NEURON
 
-
-@pytest.fixture(params=["local", "azure"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    s: BlobStore
-    if request.param == "local":
-        s = LocalStore(tmp_path)
-    else:
-        s = AzureStore(
-            f"t-{uuid.uuid4().hex[:16]}", "root", connection_string=request.getfixturevalue("azurite")
-        )
-    yield s
-    await s.close()
 
 
 def _paths(node: NodeId) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
 from tests.azurite import AzuriteProcess
-from tests.fake_openai import CHAT, FakeOpenAI, serve_in_thread
+from tests.fake_openai import CHAT, FakeOpenAI
 from tests.hardening_data import data_root, list_blobs, neuron, upload
 from tests.server import ServerProcess, error_codes
 
@@ -45,17 +45,7 @@ EXPLANATIONS = "query($id: ID!) { node(id: $id) { explanations { text score } } 
 LLM = ["--llm_api_key_env", "TEST_LLM_KEY", "--llm_max_retries", "2", "--llm_backoff_s", "0.05"]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[tuple[FakeOpenAI, str]]:
-    fake = FakeOpenAI()
-    with serve_in_thread(fake) as url:
-        yield fake, url
-
-
-@pytest.fixture(autouse=True)
-def _calm_fake(fake: tuple[FakeOpenAI, str]) -> None:
-    fake[0].faults.clear()
-    fake[0].latency_s = 0.0
+pytestmark = pytest.mark.usefixtures("calm_fake")
 
 
 def _env(conn: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ from neuron_explainer.explanations.results import AttentionSimulationResults, Ne
 from neuron_explainer.nodes import NodeKind
 from neuron_explainer.storage.datasets import INDEX_BLOB, DatasetSpec, encode_index
 from tests.explain_records import head_record, neuron_record, silent_record
-from tests.fake_openai import CHAT, FakeOpenAI, serve_in_thread
+from tests.fake_openai import CHAT, FakeOpenAI
 from tests.server import ServerProcess, error_codes, free_port
 
 CONTAINER = "jobs"
@@ -89,17 +89,7 @@ def _blob(conn: str, path: str) -> bytes | None:
     return client.download_blob().readall() if client.exists() else None
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[tuple[FakeOpenAI, str]]:
-    fake = FakeOpenAI()
-    with serve_in_thread(fake) as url:
-        yield fake, url
-
-
-@pytest.fixture(autouse=True)
-def _calm_fake(fake: tuple[FakeOpenAI, str]) -> None:
-    fake[0].faults.clear()
-    fake[0].latency_s = 0.0
+pytestmark = pytest.mark.usefixtures("calm_fake")
 
 
 @pytest.fixture(scope="module")

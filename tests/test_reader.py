@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -24,10 +22,8 @@ from neuron_explainer.explanations.results import (
     ScoredSimulation,
 )
 from neuron_explainer.nodes import NodeId, NodeKind
-from neuron_explainer.storage.azure import AzureStore
 from neuron_explainer.storage.base import BlobStore
 from neuron_explainer.storage.datasets import DatasetRegistry, DatasetSpec, explanation_path, record_path
-from neuron_explainer.storage.local import LocalStore
 from neuron_explainer.storage.reader import ExplanationResults, RecordReader
 
 MLP = NodeKind.MLP_NEURON
@@ -35,18 +31,6 @@ MINE = DatasetSpec("mine", "gpt2-small", MLP, None, "mine/records", "mine/explan
 PUBLIC = DatasetRegistry.default().get("gpt2-small/mlp_post_act")
 HEADS = DatasetRegistry.default().get("gpt2-small/attn_write_norm")
 
-
-@pytest.fixture(params=["local", "azure"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    s: BlobStore
-    if request.param == "local":
-        s = LocalStore(tmp_path)
-    else:
-        s = AzureStore(
-            f"t-{uuid.uuid4().hex[:16]}", "mirror", connection_string=request.getfixturevalue("azurite")
-        )
-    yield s
-    await s.close()
 
 
 def _record(layer: int, index: int, peak: float) -> NeuronRecord:

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,6 @@ def _container() -> str:
 def _port(connection_string: str) -> str:
     return connection_string.split("127.0.0.1:")[1].split("/")[0]
 
-
-@pytest.fixture(params=["local", "azure"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    s: BlobStore
-    if request.param == "local":
-        s = LocalStore(tmp_path / "root")
-    else:
-        s = AzureStore(_container(), "some/prefix", connection_string=request.getfixturevalue("azurite"))
-    yield s
-    await s.close()
 
 
 async def _cas_append(s: BlobStore, path: str, item: int) -> int:
