@@ -13,6 +13,7 @@ from neuron_explainer.collation.accumulators import (
     LayerAccumulator,
     QuantileEstimator,
     SamplingConfig,
+    _merge_order,
 )
 
 N_SEQ, WIDTH, N_NODES = 300, 12, 6
@@ -28,18 +29,24 @@ def _data(seed: int = 0) -> np.ndarray:
 
 
 def _run(
-    data: np.ndarray, batch: int, config: SamplingConfig, stop_after: int | None = None
+    data: np.ndarray,
+    batch: int,
+    config: SamplingConfig,
+    stop_after: int | None = None,
+    order: np.ndarray | None = None,
 ) -> LayerAccumulator:
+    """Offers ``data`` in batches of ``batch`` windows, in window order or in ``order``."""
     est = QuantileEstimator()
     est.add(torch.from_numpy(data).amax(dim=1))
     acc = LayerAccumulator("test/0", N_NODES, WIDTH, config, est.boundaries())
+    windows = np.arange(len(data)) if order is None else order
     for i, start in enumerate(range(0, len(data), batch)):
         if stop_after is not None and i == stop_after:  # simulate a crash: restore into a fresh object
             fresh = LayerAccumulator("test/0", N_NODES, WIDTH, config, est.boundaries())
             fresh.load({k: v.clone() for k, v in acc.state().items()})
             acc = fresh
-        chunk = data[start : start + batch]
-        acc.update(torch.from_numpy(chunk), np.arange(start, start + len(chunk)))
+        seqs = windows[start : start + batch]
+        acc.update(torch.from_numpy(data[seqs]), seqs)
     return acc
 
 
@@ -59,9 +66,15 @@ def test_top_k_is_exact_with_ties_broken_by_sequence(batch: int) -> None:
         np.testing.assert_array_equal(s.top_values, data[order, :, node])
 
 
-def test_samples_do_not_depend_on_batching_or_resumption() -> None:
+def test_samples_do_not_depend_on_batching_order_or_resumption() -> None:
     data = _data()
-    runs = [_run(data, 7, CONFIG), _run(data, 64, CONFIG), _run(data, 7, CONFIG, stop_after=11)]
+    shuffled = np.random.default_rng(3).permutation(N_SEQ)  # as the builder's pre-pass windows go first
+    runs = [
+        _run(data, 7, CONFIG),
+        _run(data, 64, CONFIG),
+        _run(data, 7, CONFIG, stop_after=11),
+        _run(data, 16, CONFIG, order=shuffled),
+    ]
     for node in range(N_NODES):
         first = runs[0].summary(node)
         for other in runs[1:]:
@@ -69,6 +82,7 @@ def test_samples_do_not_depend_on_batching_or_resumption() -> None:
             assert s.random_seqs.tolist() == first.random_seqs.tolist()
             assert [q.tolist() for q in s.quantile_seqs] == [q.tolist() for q in first.quantile_seqs]
             np.testing.assert_array_equal(s.random_values, first.random_values)
+            assert s.top_seqs.tolist() == first.top_seqs.tolist()
             assert s.mean == pytest.approx(first.mean, rel=1e-6, abs=1e-9)  # float32 batch sums
 
 
@@ -130,3 +144,38 @@ def test_memory_is_bounded_by_the_kept_samples() -> None:
     kept_values = sum(t.numel() for k, t in acc.state().items() if k.endswith(".vals"))
     per_node = (CONFIG.top_k + CONFIG.random_k + (len(QUANTILES) + 1) * CONFIG.quantile_k) * WIDTH
     assert kept_values == N_NODES * per_node
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_one_sort_merge_equals_the_two_pass_sort_with_ties_out_of_order(dtype: torch.dtype) -> None:
+    """Tied keys whose windows arrive out of order (a newcomer below a kept one) still merge by window."""
+    prim = torch.tensor([[1, 2, 2, 5], [0, 3, 3, 3]], dtype=dtype)
+    seq = torch.tensor([[4, 7, 9, 2], [8, 1, 5, 6]])
+    new_prim = torch.tensor([[2, 2, 1], [3, 0, 9]], dtype=dtype)
+    new_seq = torch.tensor([[3, 8, 0], [0, 2, 4]])
+    two_pass = _merge_order(prim, seq, new_prim, new_seq, one_sort=False)
+    assert two_pass.tolist() == [[6, 0, 4, 1], [5, 0, 4, 1]]  # (prim, seq) order: ties by window
+    assert _merge_order(prim, seq, new_prim, new_seq, one_sort=True).tolist() == two_pass.tolist()
+
+
+def test_a_transposed_view_gives_the_same_summaries() -> None:
+    """Heads' values come as a view of ``[batch, node, width]``; the result must not depend on layout."""
+    data = _data()
+    node_major = np.ascontiguousarray(data.transpose(0, 2, 1))  # [seq, node, width]
+    est = QuantileEstimator()
+    est.add(torch.from_numpy(data).amax(dim=1))
+    plain, viewed = (LayerAccumulator("test/0", N_NODES, WIDTH, CONFIG, est.boundaries()) for _ in range(2))
+    for start in range(0, N_SEQ, 64):
+        seqs = np.arange(start, min(start + 64, N_SEQ))
+        plain.update(torch.from_numpy(data[seqs]), seqs)
+        view = torch.from_numpy(node_major[seqs]).transpose(1, 2)  # [batch, width, node], not contiguous
+        assert not view.is_contiguous()
+        viewed.update(view, seqs)
+    for node in range(N_NODES):
+        a, b = plain.summary(node), viewed.summary(node)
+        assert a.top_seqs.tolist() == b.top_seqs.tolist()
+        np.testing.assert_array_equal(a.top_values, b.top_values)
+        assert a.random_seqs.tolist() == b.random_seqs.tolist()
+        assert [q.tolist() for q in a.quantile_seqs] == [q.tolist() for q in b.quantile_seqs]
+        for x, y in zip((a.mean, a.variance, a.skewness), (b.mean, b.variance, b.skewness), strict=True):
+            assert x == pytest.approx(y, rel=1e-5, abs=1e-7) or (math.isnan(x) and math.isnan(y))

@@ -8,6 +8,7 @@ server's read path from a folder and from Azurite.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from neuron_explainer.collation import (
     reference_corpus,
     reference_datasets,
 )
+from neuron_explainer.collation import builder as builder_module
 from neuron_explainer.collation.accumulators import QUANTILES
 from neuron_explainer.collation.builder import DatasetBuilder
 from neuron_explainer.collation.demo import all_kinds
@@ -39,6 +41,7 @@ from neuron_explainer.inference.engine import InferenceEngine
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.model_registry import load_model
+from neuron_explainer.models.write_norms import value_write_norms
 from neuron_explainer.nodes import NodeId, NodeKind
 from neuron_explainer.storage.datasets import DatasetRegistry, DatasetSpec, record_path
 from neuron_explainer.storage.local import LocalStore
@@ -74,21 +77,26 @@ def corpus(model: LoadedModel) -> Corpus:
 
 
 @pytest.fixture(scope="module")
-def brute(model: LoadedModel, corpus: Corpus) -> dict[tuple[str, int], np.ndarray]:
+def brute(
+    model: LoadedModel, corpus: Corpus, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, int], np.ndarray]:
     """Every node's values on every window: ``[window, width, node]`` per (kind segment, layer)."""
-    out: dict[tuple[str, int], list[np.ndarray]] = {}
+    out: dict[tuple[str, int], np.ndarray] = {}
     seq_len = corpus.seq_len
     query, key = torch.tril_indices(seq_len, seq_len)
-    for start in range(0, corpus.n_windows, CONFIG.batch_size):  # the builder's batches: same floats
-        tokens = torch.from_numpy(corpus.windows(start, min(start + CONFIG.batch_size, corpus.n_windows)))
+    unused = LocalStore(tmp_path_factory.mktemp("plan"))
+    plan = DatasetBuilder(unused, model, corpus, all_kinds(model), [0, 1], CONFIG).plan
+    assert sorted(np.concatenate(plan.main).tolist()) == list(range(corpus.n_windows))  # each window once
+    for seqs in plan.main:  # the builder's batches: the same floats
+        tokens = torch.from_numpy(corpus.take(seqs))
         with torch.no_grad():
             _, cache = model.bridge.run_with_cache(tokens)
         for layer in range(model.shape.n_layers):
             post = cache[hook_names.mlp_post(layer)]  # [batch, pos, d_mlp]
             pattern = cache[hook_names.attn_pattern(layer)]  # [batch, head, q, k]
             v = cache[hook_names.attn_v(layer)]  # [batch, k, head, d_head]
-            w_o = model.bridge.blocks[layer].attn.W_O.detach()  # [head, d_head, d_model]
-            norms = torch.einsum("bkhd,hdm->bhkm", v, w_o).norm(dim=-1)  # [batch, head, k]
+            # The live path's ‖v·W_O‖ (checked against its definition in test_write_norms.py): the same floats.
+            norms = value_write_norms(v, model.w_o_grams[layer]).transpose(1, 2)  # [batch, head, k]
             pairs = (pattern * norms[:, :, None, :])[:, :, query, key].transpose(1, 2)  # [batch, pair, head]
             attn_out = cache[hook_names.attn_out(layer)]
             latents = {  # encode is differentiable: detach below
@@ -98,8 +106,10 @@ def brute(model: LoadedModel, corpus: Corpus) -> dict[tuple[str, int], np.ndarra
                 .encode(attn_out),
             }
             for name, value in [("mlp_neuron", post), ("attention_head", pairs), *latents.items()]:
-                out.setdefault((name, layer), []).append(value.detach().float().numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+                array = value.detach().float().numpy()
+                whole = out.setdefault((name, layer), np.empty((corpus.n_windows, *array.shape[1:]), np.float32))
+                whole[seqs] = array
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -233,16 +243,27 @@ def _blobs(root: Path) -> dict[str, bytes]:
     return out
 
 
-async def test_kill_and_resume_equals_a_clean_run(model: LoadedModel, corpus: Corpus, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("config", "done"),
+    [
+        (CONFIG, 3),  # the pre-pass covers the corpus: the main pass is its kept values, then forwards again
+        (dataclasses.replace(CONFIG, quantile_windows=20), 1),  # part kept: resumes inside the kept batches
+        (dataclasses.replace(CONFIG, reuse_prepass_bytes=0), 3),  # nothing kept: two forwards per window
+    ],
+    ids=["whole-prepass-kept", "part-kept", "not-kept"],
+)
+async def test_kill_and_resume_equals_a_clean_run(
+    model: LoadedModel, corpus: Corpus, tmp_path: Path, config: CollationConfig, done: int
+) -> None:
     kinds = [KindSpec(NodeKind.MLP_NEURON), KindSpec(NodeKind.ATTENTION_HEAD)]
-    n_batches = -(-corpus.n_windows // CONFIG.batch_size)  # pre-pass and main pass: one call per batch each
     clean, resumed = LocalStore(tmp_path / "clean"), LocalStore(tmp_path / "resumed")
-    await build_dataset(clean, model, corpus, kinds, [1], CONFIG)
+    await build_dataset(clean, model, corpus, kinds, [1], config)
 
-    calls: list[int] = []
-    builder = DatasetBuilder(
-        resumed, model, corpus, kinds, [1], CONFIG, run_on_model=_runner(model, n_batches + 3, calls)
-    )
+    plan = DatasetBuilder(resumed, model, corpus, kinds, [1], config).plan
+    assert plan.reuse == (config.reuse_prepass_bytes > 0) and len(plan.main) > done
+    calls: list[int] = []  # one model call per pre-pass batch, then one per main-pass batch
+    crash = _runner(model, len(plan.prepass) + done, calls)
+    builder = DatasetBuilder(resumed, model, corpus, kinds, [1], config, run_on_model=crash)
     with pytest.raises(_Crash):
         await builder.run()
     visible = [p for p in (tmp_path / "resumed").rglob("*.json")]
@@ -251,11 +272,38 @@ async def test_kill_and_resume_equals_a_clean_run(model: LoadedModel, corpus: Co
 
     calls.clear()
     again = DatasetBuilder(
-        resumed, model, corpus, kinds, [1], CONFIG, run_on_model=_runner(model, None, calls)
+        resumed, model, corpus, kinds, [1], config, run_on_model=_runner(model, None, calls)
     )
     await again.run()
-    assert len(calls) == n_batches - 3  # resumed after the third main batch: no pre-pass, no replay
+    assert len(calls) == len(plan.main) - done  # resumed after the crash's last batch: no pre-pass, no replay
     assert _blobs(tmp_path / "resumed") == _blobs(tmp_path / "clean")
+
+
+async def test_kept_prepass_values_spare_the_second_forward(
+    model: LoadedModel, corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the pre-pass covering the corpus, keeping its values halves the forwards; records are equal."""
+    forwards: list[int] = []
+    real_capture = builder_module.capture
+
+    def counting(model: LoadedModel, tokens: torch.Tensor, hooks: Any) -> Any:
+        forwards.append(len(tokens))
+        return real_capture(model, tokens, hooks)
+
+    monkeypatch.setattr(builder_module, "capture", counting)
+    kinds = [KindSpec(NodeKind.MLP_NEURON), KindSpec(NodeKind.ATTENTION_HEAD)]
+    await build_dataset(LocalStore(tmp_path / "kept"), model, corpus, kinds, [0], CONFIG)
+    assert sum(forwards) == corpus.n_windows
+    forwards.clear()
+    no_reuse = dataclasses.replace(CONFIG, reuse_prepass_bytes=0)
+    await build_dataset(LocalStore(tmp_path / "again"), model, corpus, kinds, [0], no_reuse)
+    assert sum(forwards) == 2 * corpus.n_windows
+
+    def records(root: Path) -> dict[str, bytes]:  # metadata says whether the pre-pass was reused
+        return {k: v for k, v in _blobs(root).items() if "/collated-activations/" in k and k[-6:-5].isdigit()}
+
+    assert len(records(tmp_path / "kept")) == 256 + 4
+    assert records(tmp_path / "kept") == records(tmp_path / "again")
 
 
 class _FailingStore:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuron_explainer.collation.corpus import Corpus, Shard, check_corpus_path
+from neuron_explainer.collation.corpus import Corpus, check_corpus_path
 from neuron_explainer.errors import BadInput
 from neuron_explainer.models.tokenizer import gpt2_tokenizer
 
@@ -69,14 +69,6 @@ def test_long_text_is_tokenized_in_pieces_without_changing_tokens(monkeypatch: p
     text = "Line one.\n\nLine two, indented:\n    x = 1\nEnd.\n" * 40
     monkeypatch.setattr(corpus_module, "_CHUNK_CHARS", 37)
     assert corpus_module._encode_long(text, encode) == encode(text)
-
-
-def test_shards_cover_a_range_in_order(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("word " * 100)
-    corpus = Corpus.read(tmp_path / "a.txt", encode, seq_len=10)
-    shards = list(corpus.shards(3, Shard(1, 9)))
-    assert [(s.start, s.stop) for s in shards] == [(1, 4), (4, 7), (7, 9)]
-    assert list(corpus.shards(3, Shard(9, 9))) == []  # a finished range, not the whole corpus
 
 
 @pytest.mark.parametrize(

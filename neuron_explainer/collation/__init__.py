@@ -7,7 +7,7 @@ default; ``main`` is ``neuron-explainer collate``.
 
 from neuron_explainer.collation.builder import CollationConfig, DatasetBuilder, build_dataset
 from neuron_explainer.collation.cli import main
-from neuron_explainer.collation.corpus import Corpus, Shard
+from neuron_explainer.collation.corpus import Corpus
 from neuron_explainer.collation.demo import (
     DEMO_CONFIG,
     build_demo_dataset,
@@ -23,7 +23,6 @@ __all__ = [
     "Corpus",
     "DatasetBuilder",
     "KindSpec",
-    "Shard",
     "build_dataset",
     "build_demo_dataset",
     "build_live_layer",

@@ -96,17 +96,22 @@ def _merge_order(
     new_seq: torch.Tensor,  # [r, c]
     one_sort: bool,
 ) -> torch.Tensor:  # [r, k] positions in cat([old, new]) of the k smallest, sorted by (prim, seq)
-    """The stable sort by ``(prim, seq)``, done as one sort when the caller vouches that it gives the same
-    permutation (``one_sort``): for float32 ``prim`` by packed keys (every window number in
-    ``[0, _SEQ_LOW)``); for int64 keys by ``prim`` alone (every new window number above every kept one and
-    ascending, and no new key equal to ``_EMPTY``, so ties on ``prim`` are already in ``seq`` order).
-    Otherwise two stable passes, seq then prim."""
+    """The stable sort by ``(prim, seq)``, done as one sort where that gives the same permutation.
+
+    For float32 ``prim`` the caller vouches (``one_sort``) that every window number is in ``[0, _SEQ_LOW)``,
+    so packed keys order exactly as the pair. For int64 keys (``one_sort``: no real key equals ``_EMPTY``)
+    one sort by ``prim`` alone is checked instead: it is the pair's order unless two real keys tie within
+    the first ``k + 1`` places (hashed 63-bit keys practically never do), and then the two stable passes,
+    seq then prim, run."""
     k = prim.shape[1]
     all_prim = torch.cat([prim, new_prim], dim=1)
     if one_sort and prim.dtype == torch.float32:
         return torch.argsort(_packed(all_prim, torch.cat([seq, new_seq], dim=1)), dim=1, stable=True)[:, :k]
     if one_sort:
-        return torch.argsort(all_prim, dim=1, stable=True)[:, :k]
+        by_prim = torch.argsort(all_prim, dim=1, stable=True)
+        head = torch.gather(all_prim, 1, by_prim[:, : k + 1])  # [r, k + 1]
+        if not bool(((head[:, 1:] == head[:, :-1]) & (head[:, 1:] != _EMPTY)).any()):
+            return by_prim[:, :k]
     all_seq = torch.cat([seq, new_seq], dim=1)
     by_seq = torch.argsort(all_seq, dim=1, stable=True)
     by_prim = torch.argsort(torch.gather(all_prim, 1, by_seq), dim=1, stable=True)
@@ -210,15 +215,22 @@ class _Reservoir:
             setattr(self, n, state[f"{prefix}.{n}"])
 
 
+def _node_major(values: torch.Tensor) -> bool:
+    """Whether ``values`` ``[batch, width, n]`` is a transposed view of a contiguous ``[batch, n, width]``
+    (how heads' token-pair values come: transposing them would cost more than using them as they are)."""
+    return values.shape[1] > 1 and values.shape[2] > 1 and values.transpose(1, 2).is_contiguous()
+
+
 _SCRATCH = threading.local()
 
 
-def _scratch(shape: torch.Size, count: int) -> list[torch.Tensor]:
-    """``count`` float32 work tensors of ``shape``, kept per thread for the next call of the same shape."""
-    cache: dict[tuple[tuple[int, ...], int], list[torch.Tensor]] = _SCRATCH.__dict__.setdefault("cache", {})
-    key = (tuple(shape), count)
+def _scratch(use: str, shape: torch.Size, count: int) -> list[torch.Tensor]:
+    """``count`` float32 work tensors of ``shape`` for ``use``, kept per thread for the next such call
+    (a fresh tensor of a few MB costs more in page faults than the arithmetic done in it)."""
+    cache: dict[tuple[str, tuple[int, ...], int], list[torch.Tensor]] = _SCRATCH.__dict__.setdefault("cache", {})
+    key = (use, tuple(shape), count)
     if key not in cache:
-        if len(cache) > 8:
+        if len(cache) > 16:
             cache.clear()
         cache[key] = [torch.empty(shape, dtype=torch.float32) for _ in range(count)]
     return cache[key]
@@ -226,6 +238,9 @@ def _scratch(shape: torch.Size, count: int) -> list[torch.Tensor]:
 
 class Moments:
     """Streaming count / mean / central sums M2..M4 per node, float64, pairwise-merged."""
+
+    _BLOCK = 256
+    """Columns (nodes) per block: ``batch * width`` rows x 256 float32 is ~2 MB, one core's L2."""
 
     def __init__(self, n_nodes: int) -> None:
         self.count = torch.zeros(n_nodes, dtype=torch.float64)
@@ -235,17 +250,10 @@ class Moments:
         self.m4 = torch.zeros(n_nodes, dtype=torch.float64)
 
     def update(self, values: torch.Tensor) -> None:  # values [batch, width, n]
-        x = values.reshape(-1, values.shape[2])  # [batch * width, n]
-        nb = float(x.shape[0])
-        mb32 = x.mean(dim=0)  # [n]
-        d, power = _scratch(x.shape, 2)  # reused: a fresh 25 MB tensor costs more in page faults than math
-        torch.sub(x, mb32, out=d)  # float32, centred on the batch mean; sums are pairwise in float32
-        torch.mul(d, d, out=power)
-        m2b = power.sum(dim=0).to(torch.float64)
-        power.mul_(d)
-        m3b = power.sum(dim=0).to(torch.float64)
-        power.mul_(d)
-        m4b = power.sum(dim=0).to(torch.float64)
+        if _node_major(values):
+            nb, mb32, m2b, m3b, m4b = self._node_major_sums(values.transpose(1, 2))
+        else:
+            nb, mb32, m2b, m3b, m4b = self._node_minor_sums(values.reshape(-1, values.shape[2]))
         mb = mb32.to(torch.float64)
         na = self.count
         n = na + nb
@@ -263,6 +271,41 @@ class Moments:
         self.m2 = self.m2 + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
         self.count = n
+
+    @classmethod
+    def _node_minor_sums(cls, x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` ``[values, n]``: count, float32 mean and float64 central sums of powers 2..4 per node."""
+        mb32 = torch.empty(x.shape[1], dtype=torch.float32)  # [n]
+        sums = torch.empty(3, x.shape[1], dtype=torch.float32)  # [power 2..4, n]
+        block = min(cls._BLOCK, x.shape[1])
+        d, power = _scratch("moments", torch.Size((x.shape[0], block)), 2)
+        for lo in range(0, x.shape[1], block):  # column blocks: all six passes over one stay in cache
+            hi = min(lo + block, x.shape[1])
+            d_, p_ = d[:, : hi - lo], power[:, : hi - lo]
+            torch.mean(x[:, lo:hi], dim=0, out=mb32[lo:hi])
+            torch.sub(x[:, lo:hi], mb32[lo:hi], out=d_)  # float32, centred on the batch mean
+            torch.mul(d_, d_, out=p_)
+            torch.sum(p_, dim=0, out=sums[0, lo:hi])  # sums are pairwise in float32
+            p_.mul_(d_)
+            torch.sum(p_, dim=0, out=sums[1, lo:hi])
+            p_.mul_(d_)
+            torch.sum(p_, dim=0, out=sums[2, lo:hi])
+        m2b, m3b, m4b = sums.to(torch.float64)
+        return float(x.shape[0]), mb32, m2b, m3b, m4b
+
+    @staticmethod
+    def _node_major_sums(y: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same from ``y`` ``[batch, n, width]`` (few nodes with wide rows: attention heads)."""
+        mb32 = y.mean(dim=(0, 2))  # [n]
+        d, power = _scratch("moments", y.shape, 2)
+        torch.sub(y, mb32[None, :, None], out=d)
+        torch.mul(d, d, out=power)
+        m2b = power.sum(dim=(0, 2)).to(torch.float64)
+        power.mul_(d)
+        m3b = power.sum(dim=(0, 2)).to(torch.float64)
+        power.mul_(d)
+        m4b = power.sum(dim=(0, 2)).to(torch.float64)
+        return float(y.shape[0] * y.shape[2]), mb32, m2b, m3b, m4b
 
     def summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(mean, variance, skewness, excess kurtosis)`` per node; NaN where undefined (constant node)."""
@@ -355,19 +398,29 @@ class LayerAccumulator:
 
     def _update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         n, batch, n_bins = self.n_nodes, values.shape[0], self.n_bins
-        by_window: list[torch.Tensor] = []
+        width = values.shape[1]
+        by_window: list[torch.Tensor] = []  # once made: [batch * n, width], one row per (window, node)
+        picked_out: list[torch.Tensor] = []  # a reused buffer for picked rows: each caller copies them out at once
+        if _node_major(values):
+            by_window.append(values.transpose(1, 2).reshape(batch * n, width))  # a view: heads come this way
 
         def rows_of_values(batch_pos: torch.Tensor, node: torch.Tensor) -> torch.Tensor:  # -> [m, width]
             if not by_window and batch_pos.numel() * 8 < batch * n:  # few: pick them where they lie
                 return values.permute(0, 2, 1)[batch_pos, node]
             if not by_window:  # many: one transposing copy, then contiguous rows
-                by_window.append(values.transpose(1, 2).reshape(batch * n, -1))  # [batch * n, width]
-            return by_window[0].index_select(0, batch_pos * n + node)
+                transposed, picked = _scratch("rows", torch.Size((batch, n, width)), 2)  # [batch, n, width]
+                for b in range(batch):  # one 2-D transpose per window: 3x faster than one 3-D copy
+                    transposed[b].copy_(values[b].T)
+                by_window.append(transposed.view(batch * n, width))
+                picked_out.append(picked.view(batch * n, width))
+            index = batch_pos * n + node
+            if not picked_out:
+                return by_window[0].index_select(0, index)
+            return torch.index_select(by_window[0], 0, index, out=picked_out[0][: index.numel()])
 
         seq_row = torch.from_numpy(seqs.astype(np.int64))[None, :]  # [1, batch]
-        # Whether one sort merges exactly (see _merge_order): windows ascending past all seen; numbers fit.
+        # Whether top-K's packed keys order exactly (see _merge_order): every window number seen fits.
         low, high = (int(seqs.min()), int(seqs.max())) if len(seqs) else (0, -1)
-        fresh = low > self._high and bool(np.all(np.diff(seqs) > 0))
         self._low, self._high = min(self._low, low), max(self._high, high)
         packable = self._low >= 0 and self._high < _SEQ_LOW
         seq_max = values.amax(dim=1).T.contiguous()  # [n, batch]
@@ -384,7 +437,7 @@ class LayerAccumulator:
             (keys <= self.random.worst[:, None]).any(dim=1),
             lambda rows: (keys[rows], seq_row.expand(len(rows), batch)),
             rows_of_values,
-            one_sort=fresh and not bool((keys == _EMPTY).any()),
+            one_sort=not bool((keys == _EMPTY).any()),
         )
         # bin (q_{b-1}, q_b] of each window, per node: how many boundaries lie below its max
         bin_of = (seq_max.to(torch.float64)[:, :, None] > self.boundaries[:, None, :]).sum(
@@ -404,7 +457,7 @@ class LayerAccumulator:
             )
 
         self.bins.offer(
-            active, bin_candidates, rows_of_values, one_sort=fresh and not bool((bin_keys == _EMPTY).any())
+            active, bin_candidates, rows_of_values, one_sort=not bool((bin_keys == _EMPTY).any())
         )
         self.moments.update(values)
 

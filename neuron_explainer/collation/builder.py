@@ -4,10 +4,16 @@ Two passes over batches of windows, each batch one forward that captures only th
 groups need and stops after the last layer needed:
 
 1. a *quantile pre-pass* over at most ``quantile_windows`` windows spread evenly over the corpus, keeping
-   only each node's per-window max, from which the per-node quantile boundaries are fixed (bounded
-   memory: ``n_nodes × quantile_windows`` floats per group; on a corpus no larger than that it is the
-   whole corpus and the boundaries are exact);
-2. the *main pass* over every window in order, updating each group's ``LayerAccumulator``.
+   each node's per-window max, from which the per-node quantile boundaries are fixed (bounded memory:
+   ``n_nodes × quantile_windows`` floats per group; on a corpus no larger than that it is the whole
+   corpus and the boundaries are exact);
+2. the *main pass*, updating each group's ``LayerAccumulator`` with every window once.
+
+When the pre-pass's values all fit in ``reuse_prepass_bytes`` they are kept and the main pass starts with
+them instead of running those windows through the model again (a corpus of at most ``quantile_windows``
+windows then costs one forward per window, not two). Either way the main pass is a fixed :class:`Plan`
+of batches, so a run is deterministic and a resumed run forwards exactly the batches it had left, with
+the same batch composition (hence the same floats).
 
 The state is checkpointed to the output store every ``checkpoint_every_s`` seconds (or batches); a run
 started again with the same inputs resumes from the checkpoint and ends byte-identical to an uninterrupted
@@ -46,7 +52,7 @@ from neuron_explainer.collation.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from neuron_explainer.collation.corpus import Corpus, Shard
+from neuron_explainer.collation.corpus import Corpus
 from neuron_explainer.collation.groups import KindSpec, NodeGroup, capture, plan_groups
 from neuron_explainer.collation.workers import run_all
 from neuron_explainer.collation.writer import TokenStrings, specs_by_kind, write_group_records, write_metadata
@@ -58,6 +64,8 @@ from neuron_explainer.storage.datasets import DatasetSpec, register_dataset
 T = TypeVar("T")
 RunOnModel = Callable[[Callable[[LoadedModel], T]], Awaitable[T]]
 """Runs ``fn(model)`` on the thread that owns the model, e.g. ``InferenceEngine.call``."""
+Values = dict[str, torch.Tensor]
+"""One batch's values per group name, ``[batch, width, n_nodes]`` float32 on the CPU."""
 
 FORMAT_VERSION = 1
 """Bumped when the records a given input produces change; part of the dataset tag."""
@@ -77,6 +85,8 @@ class CollationConfig:
     checkpoint_every_batches: int | None = None
     """When set, also checkpoint after every this many batches (tests use 1)."""
     write_concurrency: int = 16
+    reuse_prepass_bytes: int = 1 << 30
+    """Keep the pre-pass's values for the main pass when they fit in this many bytes (0: never)."""
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -91,6 +101,7 @@ class CollationConfig:
             "quantile_k": 0,
             "batch_size": 1,
             "quantile_windows": 1,
+            "reuse_prepass_bytes": 0,
         }
         for name, low in limits.items():
             if getattr(self, name) < low:
@@ -117,6 +128,28 @@ def code_version() -> str:
     sources = sorted(Path(__file__).parent.glob("*.py"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     return f"{version}+collation.{digest}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which windows each forward takes, in order: a pure function of the corpus size and the config."""
+
+    prepass: list[np.ndarray]
+    """Batches of the quantile pre-pass: ``quantile_windows`` evenly spaced windows, ascending."""
+    main: list[np.ndarray]
+    """Batches of the main pass; with ``reuse`` the pre-pass's batches first, then the other windows."""
+    reuse: bool
+
+    @classmethod
+    def make(cls, n_windows: int, config: CollationConfig, bytes_per_window: int) -> Plan:
+        picks = np.unique(np.linspace(0, n_windows - 1, min(config.quantile_windows, n_windows)).round())
+        picks = picks.astype(np.int64)
+        size = config.batch_size
+        prepass = [picks[i : i + size] for i in range(0, len(picks), size)]
+        reuse = len(picks) * bytes_per_window <= config.reuse_prepass_bytes
+        rest = np.setdiff1d(np.arange(n_windows, dtype=np.int64), picks) if reuse else np.arange(n_windows)
+        main = (prepass if reuse else []) + [rest[i : i + size] for i in range(0, len(rest), size)]
+        return cls(prepass, main, reuse)
 
 
 async def check_writable(store: BlobStore) -> None:
@@ -160,10 +193,13 @@ class DatasetBuilder:
         self.hooks = sorted({h for g in self.groups for h in g.hooks})
         self._biggest_first = sorted(self.groups, key=lambda g: -g.n_nodes * g.width)  # run_all starts in order
         self.tag = config.tag(corpus)
+        bytes_per_window = sum(g.width * g.n_nodes * 4 for g in self.groups)  # float32 values
+        self.plan = Plan.make(corpus.n_windows, config, bytes_per_window)
         self.datasets = specs_by_kind(self.kinds, model.name, self.tag)
         self._run = run_on_model or _default_runner(model)
         self._progress = progress
         key = [model.name, [k.segment for k in self.kinds], self.layers, self.tag, config.batch_size]
+        key.append(self.plan.reuse)
         self.run_key = hashlib.sha256(repr([*key, code_version()]).encode()).hexdigest()[:24]
 
     async def run(self) -> list[DatasetSpec]:
@@ -177,16 +213,17 @@ class DatasetBuilder:
     async def collect(self) -> dict[str, LayerAccumulator]:
         """The two passes (resuming from a checkpoint if there is one); the accumulators per group."""
         checkpoint = await load_checkpoint(self.store, self.run_key)
+        kept: dict[int, Values] = {}
         if checkpoint is None:
-            boundaries = await self.estimate_boundaries()
+            boundaries, kept = await self.estimate_boundaries()
             start = 0
         else:
-            boundaries, start = checkpoint.boundaries, checkpoint.next_window
+            boundaries, start = checkpoint.boundaries, checkpoint.next_batch
         accs = self.accumulators(boundaries)
         if checkpoint is not None:
             for name, acc in accs.items():
                 acc.load(checkpoint.groups[name])
-        await self._main_pass(accs, boundaries, start)
+        await self._main_pass(accs, boundaries, start, kept)
         return accs
 
     def accumulators(self, boundaries: dict[str, torch.Tensor]) -> dict[str, LayerAccumulator]:
@@ -196,13 +233,16 @@ class DatasetBuilder:
             for g in self.groups
         }
 
-    def step(self, model: LoadedModel, shard: Shard, accs: dict[str, LayerAccumulator]) -> None:
-        """One main-pass batch: forward, extract, update every group. Runs on the model's thread."""
-        seqs = np.arange(shard.start, shard.stop, dtype=np.int64)
-        cache = capture(model, torch.from_numpy(self.corpus.windows(shard.start, shard.stop)), self.hooks)
+    def step(
+        self, model: LoadedModel, seqs: np.ndarray, accs: dict[str, LayerAccumulator], values: Values | None = None
+    ) -> None:
+        """One main-pass batch of windows ``seqs``: forward and extract (unless the pre-pass kept its
+        ``values``), then update every group. Runs on the model's thread."""
+        if values is None:
+            values = self._values(model, self.corpus.take(seqs))
 
         def work(g: NodeGroup) -> Callable[[], None]:
-            return lambda: accs[g.name].update(g.extract(cache).float().cpu(), seqs)  # [batch, width, n]
+            return lambda: accs[g.name].update(values[g.name], seqs)
 
         run_all([work(g) for g in self._biggest_first])
 
@@ -212,7 +252,7 @@ class DatasetBuilder:
             disable=not self._progress, dynamic_ncols=True,
         )  # fmt: skip
 
-    def _values(self, model: LoadedModel, windows: np.ndarray) -> dict[str, torch.Tensor]:
+    def _values(self, model: LoadedModel, windows: np.ndarray) -> Values:
         cache = capture(model, torch.from_numpy(windows), self.hooks)
 
         def extract(g: NodeGroup) -> Callable[[], torch.Tensor]:
@@ -221,48 +261,56 @@ class DatasetBuilder:
         groups = self._biggest_first
         return dict(zip([g.name for g in groups], run_all([extract(g) for g in groups]), strict=True))
 
-    async def estimate_boundaries(self) -> dict[str, torch.Tensor]:
-        n = self.corpus.n_windows
-        picks = np.unique(
-            np.linspace(0, n - 1, min(self.config.quantile_windows, n)).round().astype(np.int64)
-        )
+    async def estimate_boundaries(self) -> tuple[dict[str, torch.Tensor], dict[int, Values]]:
+        """The quantile pre-pass: boundaries per group, and (when the plan reuses them) the values of
+        each pre-pass batch by its place in the main pass."""
         estimators = {g.name: QuantileEstimator() for g in self.groups}
+        kept: dict[int, Values] = {}
 
-        def step(model: LoadedModel, idx: np.ndarray) -> None:
-            for name, values in self._values(model, self.corpus.take(idx)).items():
-                estimators[name].add(values.amax(dim=1))  # [batch, n]
+        def step(model: LoadedModel, idx: np.ndarray) -> Values:
+            values = self._values(model, self.corpus.take(idx))
+            for name, v in values.items():
+                estimators[name].add(v.amax(dim=1))  # [batch, n]
+            return values
 
-        with self._bar(len(picks) * self.corpus.seq_len, 0, "quantile pre-pass") as bar:
-            for i in range(0, len(picks), self.config.batch_size):
-                idx = picks[i : i + self.config.batch_size]
-                await self._run(functools.partial(step, idx=idx))
+        total = sum(len(b) for b in self.plan.prepass) * self.corpus.seq_len
+        with self._bar(total, 0, "quantile pre-pass") as bar:
+            for i, idx in enumerate(self.plan.prepass):
+                values = await self._run(functools.partial(step, idx=idx))
+                if self.plan.reuse:
+                    kept[i] = values
                 bar.update(len(idx) * self.corpus.seq_len)
-        return {name: est.boundaries() for name, est in estimators.items()}
+        return {name: est.boundaries() for name, est in estimators.items()}, kept
 
     async def _main_pass(
-        self, accs: dict[str, LayerAccumulator], boundaries: dict[str, torch.Tensor], start: int
+        self,
+        accs: dict[str, LayerAccumulator],
+        boundaries: dict[str, torch.Tensor],
+        start: int,
+        kept: dict[int, Values],
     ) -> None:
-        seq_len, every = self.corpus.seq_len, self.config.checkpoint_every_batches
+        """Batches ``start..`` of the plan's main pass; ``kept`` holds values the pre-pass computed."""
+        seq_len, every, batches = self.corpus.seq_len, self.config.checkpoint_every_batches, self.plan.main
+        last_save, done, saved_at = time.monotonic(), 0, None
 
-        last_save, batches, saved_at = time.monotonic(), 0, None
-        rest = Shard(start, self.corpus.n_windows)
-
-        async def save(next_window: int) -> None:
+        async def save(next_batch: int) -> None:
             nonlocal last_save, saved_at
             state = {name: acc.state() for name, acc in accs.items()}
-            await save_checkpoint(self.store, self.run_key, Checkpoint(next_window, boundaries, state))
-            last_save, saved_at = time.monotonic(), next_window
+            await save_checkpoint(self.store, self.run_key, Checkpoint(next_batch, boundaries, state))
+            last_save, saved_at = time.monotonic(), next_batch
 
-        with self._bar(self.corpus.n_tokens, start * seq_len, "collate") as bar:
-            for shard in self.corpus.shards(self.config.batch_size, rest):
-                await self._run(functools.partial(self.step, shard=shard, accs=accs))
-                bar.update(len(shard) * seq_len)
-                batches += 1
-                due = every is not None and batches % every == 0
+        initial = sum(len(b) for b in batches[:start]) * seq_len
+        with self._bar(self.corpus.n_tokens, initial, "collate") as bar:
+            for i in range(start, len(batches)):
+                values = kept.pop(i, None)  # freed as soon as it is accumulated
+                await self._run(functools.partial(self.step, seqs=batches[i], accs=accs, values=values))
+                bar.update(len(batches[i]) * seq_len)
+                done += 1
+                due = every is not None and done % every == 0
                 if due or time.monotonic() - last_save > self.config.checkpoint_every_s:
-                    await save(shard.stop)
-        if saved_at is not None and saved_at != rest.stop:
-            await save(rest.stop)  # a run that was worth checkpointing resumes straight to writing
+                    await save(i + 1)
+        if saved_at is not None and saved_at != len(batches):
+            await save(len(batches))  # a run that was worth checkpointing resumes straight to writing
 
     async def _write(self, accs: dict[str, LayerAccumulator]) -> None:
         strings = TokenStrings(self.corpus, self.model.to_str_tokens)
@@ -300,6 +348,7 @@ class DatasetBuilder:
             "quantile_k": c.quantile_k,
             "quantiles": list(QUANTILES),
             "quantile_windows": c.quantile_windows,
+            "prepass_reused": self.plan.reuse,
             "seed": c.seed,
             "batch_size": c.batch_size,
             "moments": "population variance, skewness g1, excess kurtosis g2 over every value",

@@ -1,12 +1,12 @@
 """Accumulator checkpoints in the output store, so an interrupted build resumes where it stopped.
 
-A checkpoint is one ``torch.save``d blob at ``_checkpoints/{run_key}.pt`` holding the next window to
-process, the quantile boundaries and every group's accumulator state. ``run_key`` hashes everything the
-state depends on (model, kinds, layers, corpus hash, sampling settings, batch size, code version), so a
-checkpoint is only ever resumed by the run that would have produced it. Because every update is a
-deterministic function of the state and the batch, a resumed run ends in exactly the state of an
-uninterrupted one. The store has no delete: a finished run overwrites its checkpoint with an empty
-blob, which reads as "no checkpoint".
+A checkpoint is one ``torch.save``d blob at ``_checkpoints/{run_key}.pt`` holding how many batches of
+the main pass's plan are done, the quantile boundaries and every group's accumulator state. ``run_key``
+hashes everything the state depends on (model, kinds, layers, corpus hash, sampling settings, batch size,
+whether the pre-pass is reused, code version), so a checkpoint is only ever resumed by the run that would
+have produced it. Because every update is a deterministic function of the state and the batch, a resumed
+run ends in exactly the state of an uninterrupted one. The store has no delete: a finished run overwrites
+its checkpoint with an empty blob, which reads as "no checkpoint".
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ CHECKPOINT_PREFIX = "_checkpoints"
 
 @dataclass
 class Checkpoint:
-    next_window: int
-    """Windows ``[0, next_window)`` of the run's range are in the state."""
+    next_batch: int
+    """Batches ``[0, next_batch)`` of the main pass's plan are in the state."""
     boundaries: dict[str, torch.Tensor]
     """Per group name, ``[n_nodes, 4]`` quantile boundaries."""
     groups: dict[str, dict[str, torch.Tensor]]
@@ -58,7 +58,7 @@ def _encode(checkpoint: Checkpoint) -> bytes:
     buffer = io.BytesIO()
     torch.save(
         {
-            "next_window": checkpoint.next_window,
+            "next_batch": checkpoint.next_batch,
             "boundaries": checkpoint.boundaries,
             "groups": checkpoint.groups,
         },
@@ -70,7 +70,7 @@ def _encode(checkpoint: Checkpoint) -> bytes:
 def _decode(data: bytes, blob: str) -> Checkpoint:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        return Checkpoint(int(obj["next_window"]), dict(obj["boundaries"]), dict(obj["groups"]))
+        return Checkpoint(int(obj["next_batch"]), dict(obj["boundaries"]), dict(obj["groups"]))
     except Exception as e:  # torch.load raises many types for a bad blob
         raise CorruptBlob(
             f"collation checkpoint {blob} does not load ({type(e).__name__}: {e})", blob=blob

@@ -57,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--quantile_windows", type=int, default=d.quantile_windows)
     p.add_argument("--checkpoint_every_s", type=float, default=d.checkpoint_every_s)
+    p.add_argument(
+        "--reuse_prepass_mb",
+        type=int,
+        default=d.reuse_prepass_bytes >> 20,
+        help="keep the quantile pre-pass's values for the main pass when they fit in this many MiB "
+        "(saves a second forward of those windows; 0: never)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars on stderr")
     return p
@@ -96,7 +103,7 @@ async def _run(args: argparse.Namespace) -> int:
     config = CollationConfig(
         seq_len=args.seq_len, top_k=args.top_k, random_k=args.random_k, quantile_k=args.quantile_k,
         seed=args.seed, batch_size=args.batch_size, quantile_windows=args.quantile_windows,
-        checkpoint_every_s=args.checkpoint_every_s,
+        checkpoint_every_s=args.checkpoint_every_s, reuse_prepass_bytes=args.reuse_prepass_mb << 20,
     )  # fmt: skip
     config.check()
     _precheck_kinds(args)

@@ -5,8 +5,8 @@ file, taken in sorted relative-path order, recursively) and JSONL (one document 
 ``text_field``). Documents are tokenized with the model's GPT-2 tokenizer **without a BOS token** (as the
 original server did), joined with one ``<|endoftext|>`` between documents (as GPT-2 saw its training
 data), and cut into consecutive windows of ``seq_len`` tokens; a final partial window is dropped. Window
-``i`` is therefore a pure function of the input bytes, the tokenizer and ``seq_len``: the builder can
-checkpoint by window number, resume, and later hand window ranges (shards) to separate workers.
+``i`` is therefore a pure function of the input bytes, the tokenizer and ``seq_len``: the builder plans
+its batches by window number, and a resumed run takes the same windows as the run it continues.
 
 The whole token stream is held in memory as int32 (4 bytes per token: 100M tokens = 400 MB).
 """
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,6 @@ Encode = Callable[[str], Sequence[int]]
 """Text to token ids, without BOS (e.g. ``LoadedModel.to_tokens``)."""
 
 _CHUNK_CHARS = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """A half-open range of window numbers ``[start, stop)``."""
-
-    start: int
-    stop: int
-
-    def __len__(self) -> int:
-        return self.stop - self.start
 
 
 class Corpus:
@@ -70,12 +58,6 @@ class Corpus:
         """Windows at arbitrary ``indices`` as int64 ``[len(indices), seq_len]``."""
         idx = np.asarray(indices, dtype=np.int64)
         return self._tokens.reshape(self.n_windows, self.seq_len)[idx].astype(np.int64)
-
-    def shards(self, windows_per_shard: int, shard: Shard | None = None) -> Iterator[Shard]:
-        """Consecutive shards of at most ``windows_per_shard`` windows covering ``shard`` (default: all)."""
-        whole = shard if shard is not None else Shard(0, self.n_windows)  # an empty Shard is falsy
-        for start in range(whole.start, whole.stop, windows_per_shard):
-            yield Shard(start, min(start + windows_per_shard, whole.stop))
 
     @classmethod
     def read(

@@ -1,7 +1,7 @@
 """Node groups: every node of one kind in one layer, what hooks they need, and their per-sequence values.
 
-A group's values for a batch are ``[batch, width, n_nodes]`` float32 (node-minor, the layout the hooks
-already have for per-token nodes), where ``width`` is:
+A group's values for a batch are ``[batch, width, n_nodes]`` float32 — node-minor for per-token nodes (the
+layout the hooks have), a transposed view of ``[batch, n_nodes, width]`` for heads — where ``width`` is:
 
 - ``seq_len`` for MLP neurons (``blocks.{L}.mlp.hook_post``) and autoencoder latents (the autoencoder's
   encoder applied offline to its input hook — the same numbers as the live inserted autoencoder, whose
@@ -25,6 +25,7 @@ import torch
 from neuron_explainer.errors import BadInput
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
+from neuron_explainer.models.write_norms import value_write_norms
 from neuron_explainer.nodes import NodeKind
 
 Cache = dict[str, torch.Tensor]
@@ -122,12 +123,12 @@ def _group(model: LoadedModel, spec: KindSpec, layer: int, seq_len: int) -> Node
         return NodeGroup(spec, layer, model.shape.d_mlp, seq_len, (hook,), lambda c: c[hook])
     if spec.kind is NodeKind.ATTENTION_HEAD:
         pattern, v = hook_names.attn_pattern(layer), hook_names.attn_v(layer)
-        w_o = model.w_o[layer].to(model.device)  # [head, d_head, d_model]
+        gram = model.w_o_grams[layer].to(model.device)  # [head, d_head, d_head]
         query, key = torch.tril_indices(seq_len, seq_len, device=model.device)  # [pairs] each
         flat = query * seq_len + key
 
         def heads(c: Cache) -> torch.Tensor:
-            return attn_write_norm_pairs(c[pattern], c[v], w_o, flat, key)
+            return attn_write_norm_pairs(c[pattern], c[v], gram, flat, key)
 
         pairs = seq_len * (seq_len + 1) // 2
         return NodeGroup(spec, layer, model.shape.n_heads, pairs, (pattern, v), heads)
@@ -146,15 +147,16 @@ def _group(model: LoadedModel, spec: KindSpec, layer: int, seq_len: int) -> Node
 def attn_write_norm_pairs(
     pattern: torch.Tensor,  # [batch, head, query, key]
     v: torch.Tensor,  # [batch, key, head, d_head]
-    w_o: torch.Tensor,  # [head, d_head, d_model]
+    gram: torch.Tensor,  # [head, d_head, d_head]: W_O[h] · W_O[h]ᵀ (see models/write_norms.py)
     flat: torch.Tensor,  # [pairs] query * seq_len + key, lower triangle in row-major order
     key: torch.Tensor,  # [pairs]
 ) -> torch.Tensor:  # [batch, pairs, head]
     """``A[q, k] · ‖v[k] · W_O‖`` for each lower-triangle pair (TDB ``attn_write_norm``, flattened)."""
     batch, heads = pattern.shape[0], pattern.shape[1]
-    value_norms = torch.einsum("bkhd,hdm->bhkm", v.float(), w_o).norm(dim=-1)  # [batch, head, key]
+    value_norms = value_write_norms(v, gram).transpose(1, 2)  # [batch, head, key]
     a = pattern.float().reshape(batch, heads, -1).index_select(2, flat)  # [batch, head, pairs]
-    return (a * value_norms.index_select(2, key)).transpose(1, 2).contiguous()
+    # A transposed view, not a copy: the accumulators take heads' rows as they lie (see _node_major).
+    return (a * value_norms.index_select(2, key)).transpose(1, 2)
 
 
 class _Stop(Exception):

@@ -27,6 +27,7 @@ from neuron_explainer.inference.values import NodeScore, RankBy, TokenLogit
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.shapes import check_bounds
+from neuron_explainer.models.write_norms import value_write_norms
 from neuron_explainer.nodes import NodeId, NodeKind
 
 
@@ -145,7 +146,7 @@ def attention_write_norm(model: LoadedModel, result: ForwardResult, layer: int) 
     """[head, query, key]: ``A[h, q, k] · ‖v[k, h] · W_O[h]‖``; zero above the diagonal."""
     pattern = result.activations[hook_names.attn_pattern(layer)].float()  # [head, query, key]
     v = result.activations[hook_names.attn_v(layer)].float()  # [key, head, d_head]
-    value_norms = torch.einsum("khd,hdm->khm", v, model.w_o[layer]).norm(dim=-1)  # [key, head]
+    value_norms = value_write_norms(v, model.w_o_grams[layer])  # [key, head]
     return pattern * value_norms.T[:, None, :]
 
 

@@ -16,6 +16,7 @@ from transformer_lens.hook_points import HookPoint
 
 from neuron_explainer.models.autoencoder_insertion import LoadedAutoencoder
 from neuron_explainer.models.shapes import ModelShape
+from neuron_explainer.models.write_norms import head_grams
 from neuron_explainer.nodes import NodeKind
 
 
@@ -33,16 +34,16 @@ class LoadedModel:
     """Where the weights came from (a folder); for logs and ``modelInfo``."""
     neuron_write_norms: list[torch.Tensor] = field(default_factory=list)
     """Per layer [d_mlp]: ‖W_out[n]‖, what one unit of neuron n adds to the residual stream."""
-    w_o: list[torch.Tensor] = field(default_factory=list)
-    """Per layer [head, d_head, d_model], on the CPU: the attention output weights (no bias)."""
+    w_o_grams: list[torch.Tensor] = field(default_factory=list)
+    """Per layer [head, d_head, d_head], on the CPU: ``W_O[h] · W_O[h]ᵀ`` (see ``write_norms``)."""
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         with torch.no_grad():
             if not self.neuron_write_norms:
                 self.neuron_write_norms = [block.mlp.W_out.detach().norm(dim=-1).cpu() for block in self.bridge.blocks]
-            if not self.w_o:
-                self.w_o = [block.attn.W_O.detach().float().cpu().clone() for block in self.bridge.blocks]
+            if not self.w_o_grams:
+                self.w_o_grams = [head_grams(block.attn.W_O).cpu() for block in self.bridge.blocks]
         # The bridge's ``hook_dict`` is rebuilt (aliases and all) on every access: read it once.
         self._hook_points: dict[str, HookPoint] = dict(self.bridge.hook_dict)
         for ae in self.autoencoders.values():
