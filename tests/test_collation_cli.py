@@ -41,6 +41,7 @@ def _args(corpus: Path, out: Path, *extra: str) -> list[str]:
         (["--layers", "0,2"], "layer 2 out of range: tiny-gpt2 has 2 layers"),
         (["--top_k", "0"], "top_k must be at least 1"),
         (["--seq_len", "129"], "exceeds tiny-gpt2's context of 128 tokens"),
+        (["--reuse_prepass_mb", "-1"], "--reuse_prepass_mb must be at least 0, got -1"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(

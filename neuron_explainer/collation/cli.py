@@ -100,6 +100,9 @@ def _precheck_kinds(args: argparse.Namespace) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.reuse_prepass_mb < 0:
+        mb = args.reuse_prepass_mb
+        raise BadInput(f"--reuse_prepass_mb must be at least 0, got {mb}", argument="reuse_prepass_mb")
     config = CollationConfig(
         seq_len=args.seq_len, top_k=args.top_k, random_k=args.random_k, quantile_k=args.quantile_k,
         seed=args.seed, batch_size=args.batch_size, quantile_windows=args.quantile_windows,
@@ -132,7 +135,9 @@ async def _run(args: argparse.Namespace) -> int:
         print(
             f"collating {corpus.n_windows} windows ({corpus.n_tokens} tokens) of {corpus.description} "
             f"[{corpus.hash[:12]}] through {model.name} on {model.device}: "
-            f"{', '.join(k.segment for k in kinds)} at layers {layers} -> {store.location}",
+            f"{', '.join(k.segment for k in kinds)} at layers {layers} -> {store.location}; quantile "
+            f"pre-pass over {sum(len(b) for b in builder.plan.prepass)} windows, "
+            f"{'kept for' if builder.plan.reuse else 'run again in'} the main pass",
             file=sys.stderr,
         )
         specs = await builder.run()
