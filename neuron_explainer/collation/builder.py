@@ -67,7 +67,7 @@ RunOnModel = Callable[[Callable[[LoadedModel], T]], Awaitable[T]]
 Values = dict[str, torch.Tensor]
 """One batch's values per group name, ``[batch, width, n_nodes]`` float32 on the CPU."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped when the records a given input produces change; part of the dataset tag."""
 
 
