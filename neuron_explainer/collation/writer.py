@@ -16,6 +16,7 @@ Records list ``most_positive_activation_records`` best first, ``random_sample`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -49,18 +50,28 @@ def dataset_for(model: str, spec: KindSpec, tag: str) -> DatasetSpec:
 
 
 class TokenStrings:
-    """Token ids → strings, each id decoded once (``decode`` is e.g. ``LoadedModel.to_str_tokens``)."""
+    """Token ids → strings, each id decoded once (``decode`` is e.g. ``LoadedModel.to_str_tokens``).
+
+    The strings sit in a numpy object array indexed by id, so a batch of windows is one fancy index and
+    one ``tolist`` in C (a Python loop over every token of every record was most of the write time)."""
 
     def __init__(self, corpus: Corpus, decode: Callable[[list[int]], list[str]]) -> None:
         self._corpus, self._decode = corpus, decode
-        self._known: dict[int, str] = {}
+        self._strings = np.empty(0, dtype=object)  # [max id seen + 1] str, or None where not decoded yet
+        self._known = np.zeros(0, dtype=bool)
 
     def windows(self, seqs: np.ndarray) -> list[list[str]]:
         ids = self._corpus.take(seqs)  # [m, seq_len]
-        missing = sorted(set(np.unique(ids).tolist()) - self._known.keys())
-        if missing:
-            self._known.update(zip(missing, self._decode(missing), strict=True))
-        return [[self._known[t] for t in row] for row in ids.tolist()]
+        if ids.size and int(ids.max()) >= len(self._known):
+            grow = int(ids.max()) + 1 - len(self._known)
+            self._strings = np.concatenate([self._strings, np.full(grow, None, dtype=object)])
+            self._known = np.concatenate([self._known, np.zeros(grow, dtype=bool)])
+        missing = np.unique(ids[~self._known[ids]])
+        if missing.size:
+            self._strings[missing] = self._decode(missing.tolist())
+            self._known[missing] = True
+        strings: list[list[str]] = self._strings[ids].tolist()
+        return strings
 
 
 def _records(strings: TokenStrings, seqs: np.ndarray, values: np.ndarray) -> list[ActivationRecord]:
@@ -106,18 +117,31 @@ async def write_group_records(
     concurrency: int,
     on_written: Callable[[int], None] = lambda n: None,
 ) -> None:
-    """Encode (in a worker thread, a chunk at a time) and put every node's record of one group."""
+    """Encode (in a worker thread, a chunk at a time) and put every node's record of one group; the next
+    chunk is encoded while this one's puts are in flight (one encoder at a time: ``strings`` is not
+    thread-safe)."""
     semaphore = asyncio.Semaphore(concurrency)
 
     async def put(path: str, data: bytes) -> None:
         async with semaphore:
             await store.put(path, data)
 
-    for start in range(0, acc.n_nodes, _CHUNK):
+    def encode(start: int) -> asyncio.Task[list[tuple[str, bytes]]]:
         nodes = range(start, min(start + _CHUNK, acc.n_nodes))
-        blobs = await asyncio.to_thread(_encode_nodes, dataset, acc, layer, nodes, strings)
-        await asyncio.gather(*(put(path, data) for path, data in blobs))
-        on_written(len(blobs))
+        return asyncio.create_task(asyncio.to_thread(_encode_nodes, dataset, acc, layer, nodes, strings))
+
+    start, encoding = 0, (encode(0) if acc.n_nodes else None)
+    try:
+        while encoding is not None:
+            blobs = await encoding
+            start += _CHUNK
+            encoding = encode(start) if start < acc.n_nodes else None
+            await asyncio.gather(*(put(path, data) for path, data in blobs))
+            on_written(len(blobs))
+    finally:
+        if encoding is not None:  # a put failed: let the encoder finish, and drop its result
+            with contextlib.suppress(Exception):
+                await encoding
 
 
 async def write_metadata(
