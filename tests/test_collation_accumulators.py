@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from neuron_explainer.collation.accumulators import (
-    QUANTILES,
-    LayerAccumulator,
-    QuantileEstimator,
-    SamplingConfig,
-    _merge_order,
-)
+from neuron_explainer.collation.accumulators import LayerAccumulator, SamplingConfig, _merge_order
+from neuron_explainer.collation.statistics import QUANTILES, QuantileEstimator
 
 N_SEQ, WIDTH, N_NODES = 300, 12, 6
 

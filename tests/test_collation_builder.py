@@ -34,9 +34,9 @@ from neuron_explainer.collation import (
     reference_datasets,
 )
 from neuron_explainer.collation import builder as builder_module
-from neuron_explainer.collation.accumulators import QUANTILES
 from neuron_explainer.collation.builder import DatasetBuilder
 from neuron_explainer.collation.demo import all_kinds
+from neuron_explainer.collation.statistics import QUANTILES
 from neuron_explainer.inference.engine import InferenceEngine
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel

@@ -40,12 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neuron_explainer.collation.accumulators import (
-    QUANTILES,
-    LayerAccumulator,
-    QuantileEstimator,
-    SamplingConfig,
-)
+from neuron_explainer.collation.accumulators import LayerAccumulator, SamplingConfig
 from neuron_explainer.collation.checkpoint import (
     Checkpoint,
     clear_checkpoint,
@@ -54,6 +49,7 @@ from neuron_explainer.collation.checkpoint import (
 )
 from neuron_explainer.collation.corpus import Corpus
 from neuron_explainer.collation.groups import KindSpec, NodeGroup, capture, plan_groups
+from neuron_explainer.collation.statistics import QUANTILES, QuantileEstimator
 from neuron_explainer.collation.workers import run_all
 from neuron_explainer.collation.writer import TokenStrings, specs_by_kind, write_group_records, write_metadata
 from neuron_explainer.errors import BadInput
