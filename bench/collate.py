@@ -126,14 +126,14 @@ async def main() -> None:
             f"kinds {[k.segment for k in kinds]}, "
             f"layers {layers}, pre-pass {min(config.quantile_windows, corpus.n_windows)} windows"
         )
-        plan = DatasetBuilder(LocalStore(Path(tmp) / "plan"), model, corpus, kinds, layers, config).plan
-        print(f"pre-pass values {'reused by' if plan.reuse else 'recomputed in'} the main pass")
         stop_hook = [hook_names.resid_post(layers[-1])]
         bare_times, collate_times, pre_times, write_time = [], [], [], 0.0
         for round_ in range(args.rounds):
             builder = DatasetBuilder(
                 LocalStore(Path(tmp) / f"out{round_}"), model, corpus, kinds, layers, config
             )
+            if round_ == 0:
+                print(f"pre-pass values {'reused by' if builder.plan.reuse else 'recomputed in'} the main pass")
             start = time.perf_counter()
             boundaries, kept = await builder.estimate_boundaries()
             accs = builder.accumulators(boundaries)

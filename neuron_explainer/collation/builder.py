@@ -48,7 +48,7 @@ from neuron_explainer.collation.checkpoint import (
     save_checkpoint,
 )
 from neuron_explainer.collation.corpus import Corpus
-from neuron_explainer.collation.groups import KindSpec, NodeGroup, capture, plan_groups
+from neuron_explainer.collation.groups import Cache, KindSpec, NodeGroup, capture, plan_groups
 from neuron_explainer.collation.statistics import QUANTILES, QuantileEstimator
 from neuron_explainer.collation.workers import run_all
 from neuron_explainer.collation.writer import TokenStrings, specs_by_kind, write_group_records, write_metadata
@@ -158,6 +158,10 @@ async def check_writable(store: BlobStore) -> None:
         ) from e
 
 
+def _extract(group: NodeGroup, cache: Cache) -> torch.Tensor:  # [batch, width, n] float32 on the CPU
+    return group.extract(cache).float().cpu()
+
+
 def _default_runner(model: LoadedModel) -> RunOnModel[Any]:
     async def run(fn: Callable[[LoadedModel], Any]) -> Any:
         return await asyncio.to_thread(fn, model)
@@ -232,13 +236,21 @@ class DatasetBuilder:
     def step(
         self, model: LoadedModel, seqs: np.ndarray, accs: dict[str, LayerAccumulator], values: Values | None = None
     ) -> None:
-        """One main-pass batch of windows ``seqs``: forward and extract (unless the pre-pass kept its
-        ``values``), then update every group. Runs on the model's thread."""
-        if values is None:
-            values = self._values(model, self.corpus.take(seqs))
+        """One main-pass batch of windows ``seqs``: forward (unless the pre-pass kept its ``values``), then
+        per group, side by side, extract and update while the group's values are still in cache."""
+        if values is not None:
+            kept = values
+
+            def source(g: NodeGroup) -> torch.Tensor:
+                return kept[g.name]
+        else:
+            cache = capture(model, torch.from_numpy(self.corpus.take(seqs)), self.hooks)
+
+            def source(g: NodeGroup) -> torch.Tensor:
+                return _extract(g, cache)
 
         def work(g: NodeGroup) -> Callable[[], None]:
-            return lambda: accs[g.name].update(values[g.name], seqs)
+            return lambda: accs[g.name].update(source(g), seqs)
 
         run_all([work(g) for g in self._biggest_first])
 
@@ -252,7 +264,7 @@ class DatasetBuilder:
         cache = capture(model, torch.from_numpy(windows), self.hooks)
 
         def extract(g: NodeGroup) -> Callable[[], torch.Tensor]:
-            return lambda: g.extract(cache).float().cpu()  # [batch, width, n]
+            return lambda: _extract(g, cache)
 
         groups = self._biggest_first
         return dict(zip([g.name for g in groups], run_all([extract(g) for g in groups]), strict=True))
