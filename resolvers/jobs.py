@@ -14,8 +14,8 @@ from neuron_explainer.errors import BadInput
 from neuron_explainer.explanations.methods import default_explainer, default_scorer
 from neuron_explainer.jobs import Failed, Job, JobEvent, JobManager, JobStatus
 from neuron_explainer.nodes import NodeId
-from resolvers.context import Context
-from resolvers.nodes import resolve_node
+from neuron_explainer.resolvers.context import Context
+from neuron_explainer.resolvers.nodes import resolve_node
 
 
 def _jobs(ctx: Context) -> JobManager:
@@ -45,6 +45,7 @@ async def explain_node(
         score_method=score_method,
         max_sequences=max_sequences,
         force=force,
+        caller=ctx.caller,
     )
 
 
@@ -52,23 +53,25 @@ async def score_explanation(
     ctx: Context,
     node_id: str,
     explanation: str,
-    method: str | None,
+    method: str | list[str] | None,
     max_sequences: int | None,
     force: bool,
 ) -> Job:
+    """``method`` is one name, a list of names (several methods in one job) or None (the default)."""
     node = resolve_node(ctx, node_id)
     return await _jobs(ctx).score(
         node,
         explanation,
-        method or default_scorer(_default_flag(ctx, node)),
+        method if isinstance(method, list) else (method or default_scorer(_default_flag(ctx, node))),
         max_sequences=max_sequences,
         force=force,
+        caller=ctx.caller,
     )
 
 
-def job(ctx: Context, job_id: str) -> Job:
-    """The job, or ``NOT_FOUND`` (jobs live as long as the server process)."""
-    return _jobs(ctx).get(job_id)
+async def job(ctx: Context, job_id: str) -> Job:
+    """The job, or ``NOT_FOUND``: this process's, or (with ``--persist_jobs``) any server's on the store."""
+    return await _jobs(ctx).find(job_id)
 
 
 def _check_after(after: int | None) -> None:
@@ -83,10 +86,13 @@ async def logged_events(ctx: Context, found: Job, after: int | None) -> list[Job
     return [e for e in events if after is None or e.seq > after]
 
 
-def follow_events(ctx: Context, job_id: str, after: int | None) -> AsyncIterator[JobEvent]:
-    """Replay from ``after`` then follow, ending with the terminal event."""
+async def follow_events(ctx: Context, job_id: str, after: int | None) -> AsyncIterator[JobEvent]:
+    """Replay from ``after`` then follow, ending with the terminal event (from the store, for a job another
+    server runs)."""
     _check_after(after)
-    return job(ctx, job_id).events(after)
+    found = await job(ctx, job_id)
+    async for event in found.events(after):
+        yield event
 
 
 async def failure(ctx: Context, found: Job) -> Failed | None:

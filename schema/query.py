@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import strawberry
 from strawberry.types import Info
 
-from resolvers import nodes as node_resolvers
-from resolvers.context import Context
-from schema.datasets import Dataset, NodeConnection, NodeEdge, PageInfo
-from schema.nodes import Node, node_of
+from neuron_explainer.resolvers import model as model_resolvers
+from neuron_explainer.resolvers import nodes as node_resolvers
+from neuron_explainer.resolvers.context import Context
+from neuron_explainer.schema.datasets import Dataset, NodeConnection, NodeEdge, PageInfo
+from neuron_explainer.schema.enums import NodeKind
+from neuron_explainer.schema.nodes import Node, node_of
+from neuron_explainer.schema.policy.declare import per_item, plain
 
 
-@strawberry.type(description="The model this server runs (or, with --run_model False, the one it serves data for).")
+@strawberry.type(
+    description="The model this server runs (or, with --run_model False, the one it serves data for).",
+    directives=[plain()],
+)
 class ModelInfo:
     model_name: str
     n_layers: int | None
@@ -33,62 +41,47 @@ class ModelInfo:
 @strawberry.type
 class Query:
     @strawberry.field(
-        description="A node by id, e.g. 'gpt2-small/mlp_neuron/5/131' or 'gpt2-small/ae-resid-delta-mlp-v4/5/1234'."
+        description="A node by id, e.g. 'gpt2-small/mlp_neuron/5/131' or 'gpt2-small/ae-resid-delta-mlp-v4/5/1234'.",
+        directives=[plain(cacheable=True)],
     )
     def node(self, info: Info[Context, None], id: strawberry.ID) -> Node | None:
         return node_of(node_resolvers.resolve_node(info.context, str(id)))
 
-    @strawberry.field(description="Nodes of one kind (or autoencoder name) in one layer, paged by cursor.")
+    @strawberry.field(
+        description="Nodes of one kind in one layer, in index order: a Relay cursor connection (first/after "
+        "forwards, last/before backwards; neither: the first 50; at most 1000 a page). Latent kinds list the "
+        "autoencoder named by `autoencoder`, else the only one of that kind the server knows for the model.",
+        directives=[per_item("first|last", 50, cacheable=True)],
+    )
     def nodes(
         self,
         info: Info[Context, None],
         model: str,
-        kind: str,
+        kind: NodeKind,
         layer: int,
-        first: int = 50,
+        autoencoder: str | None = None,
+        first: int | None = None,
         after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> NodeConnection:
-        first_node, total = node_resolvers.count_nodes(info.context, model, kind, layer)
-        start, stop = node_resolvers.page_bounds(total, first, after)
-        edges = [
-            NodeEdge(
-                cursor=str(i), node=node_of(node_resolvers.resolve_node(info.context, f"{model}/{kind}/{layer}/{i}"))
-            )
-            for i in range(start, stop)
-        ]
+        args = node_resolvers.PageArgs(first=first, after=after, last=last, before=before)
+        page = node_resolvers.node_page(info.context, model, kind, layer, args, autoencoder)
         return NodeConnection(
-            edges=edges,
-            page_info=PageInfo(has_next_page=stop < total, end_cursor=edges[-1].cursor if edges else after),
-            total_count=total,
+            edges=[NodeEdge(cursor=cursor, node=node_of(node)) for cursor, node in page.nodes],
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=page.start_cursor,
+                end_cursor=page.end_cursor,
+            ),
+            total_count=page.total_count,
         )
 
-    @strawberry.field(description="Every dataset this server knows, in the order they are tried.")
+    @strawberry.field(description="Every dataset this server knows, in the order they are tried.", directives=[plain()])
     def datasets(self, info: Info[Context, None]) -> list[Dataset]:
         return [Dataset.of(spec) for spec in info.context.services.registry.all()]
 
-    @strawberry.field(description="What model the server runs; the original's /model_info.")
+    @strawberry.field(description="What model the server runs; the original's /model_info.", directives=[plain()])
     def model_info(self, info: Info[Context, None]) -> ModelInfo:
-        services = info.context.services
-        s = services.settings
-        model = services.model  # the loaded model's own name, config and autoencoders when one runs
-        name = model.name if model is not None else s.model_name
-        mlp_ae = model.mlp_autoencoder.name if model and model.mlp_autoencoder else s.mlp_autoencoder_name
-        attn_ae = model.attn_autoencoder.name if model and model.attn_autoencoder else s.attn_autoencoder_name
-        shape = services.shape(name)
-        return ModelInfo(
-            model_name=name,
-            n_layers=shape.n_layers if shape else None,
-            has_mlp_autoencoder=mlp_ae is not None,
-            mlp_autoencoder_name=mlp_ae,
-            has_attention_autoencoder=attn_ae is not None,
-            attention_autoencoder_name=attn_ae,
-            running=services.engine is not None,
-            d_model=shape.d_model if shape else None,
-            d_mlp=shape.d_mlp if shape else None,
-            n_heads=shape.n_heads if shape else None,
-            n_ctx=shape.n_ctx if shape else None,
-            mlp_autoencoder_latents=model.mlp_autoencoder.n_latents if model and model.mlp_autoencoder else None,
-            attention_autoencoder_latents=(
-                model.attn_autoencoder.n_latents if model and model.attn_autoencoder else None
-            ),
-        )
+        return ModelInfo(**dataclasses.asdict(model_resolvers.model_info(info.context)))

@@ -10,10 +10,13 @@ import strawberry
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.activations.views import RecordView
 from neuron_explainer.provenance import Provenance as CoreProvenance
-from schema.enums import DataSource
+from neuron_explainer.schema.enums import DataSource
+from neuron_explainer.schema.policy.declare import plain
 
 
-@strawberry.type(description="Where a value came from: stored data or the live model.")
+@strawberry.type(
+    description="Where a value came from: stored data or the live model.", directives=[plain(cacheable=True)]
+)
 class Provenance:
     source: DataSource
     dataset: str | None
@@ -25,7 +28,7 @@ class Provenance:
         return cls(source=p.source, dataset=p.dataset, model=p.model, computed_at=p.computed_at)
 
 
-@strawberry.type(description="One token sequence and the node's values on it.")
+@strawberry.type(description="One token sequence and the node's values on it.", directives=[plain(cacheable=True)])
 class ActivationRecord:
     tokens: list[str]
     activations: list[float] = strawberry.field(
@@ -55,28 +58,38 @@ def _finite(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
-@strawberry.type(description="Moments and quantile boundaries of the node's activations over the dataset's corpus.")
+@strawberry.type(
+    description="Moments and quantile boundaries of the node's activations over the dataset's corpus.",
+    directives=[plain(cacheable=True)],
+)
 class Stats:
     mean: float | None
     variance: float | None
     skewness: float | None
     kurtosis: float | None
-    quantile_boundaries: list[float] | None
+    quantile_boundaries: list[float] | None = strawberry.field(
+        description="Values of the corpus's per-sequence maxima at quantileLevels (ascending)."
+    )
+    quantile_levels: list[float] | None = strawberry.field(
+        description="The quantile of each boundary (e.g. 0.5, 0.9, 0.99, 0.999), as the dataset's builder "
+        "recorded them; null when the dataset does not say (the public datasets)."
+    )
     provenance: Provenance
 
     @classmethod
-    def of(cls, record: NeuronRecord, provenance: CoreProvenance) -> Stats:
+    def of(cls, record: NeuronRecord, provenance: CoreProvenance, levels: list[float] | None = None) -> Stats:
         return cls(
             mean=_finite(record.mean),
             variance=_finite(record.variance),
             skewness=_finite(record.skewness),
             kurtosis=_finite(record.kurtosis),
             quantile_boundaries=record.quantile_boundaries,
+            quantile_levels=levels,
             provenance=Provenance.of(provenance),
         )
 
 
-@strawberry.type(description="Records sampled from one activation quantile bucket.")
+@strawberry.type(description="Records sampled from one activation quantile bucket.", directives=[plain(cacheable=True)])
 class QuantileSample:
     lower_bound: float | None
     upper_bound: float | None

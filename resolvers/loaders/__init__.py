@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from strawberry.dataloader import DataLoader
 
 from neuron_explainer.nodes import NodeId
+from neuron_explainer.resolvers.loaders.explanations import explanations_loader
+from neuron_explainer.resolvers.loaders.forward import Engine, ForwardLoader
+from neuron_explainer.resolvers.loaders.records import record_loader
 from neuron_explainer.storage.reader import RecordReader, StoredExplanation, StoredRecord
-from resolvers.loaders.explanations import explanations_loader
-from resolvers.loaders.forward import Engine, ForwardLoader
-from resolvers.loaders.records import record_loader
+
+if TYPE_CHECKING:
+    from neuron_explainer.inference.pass_cache import PassCache
 
 
 @dataclass
@@ -20,15 +23,13 @@ class Loaders:
     explanations: DataLoader[NodeId, list[StoredExplanation]]
     forward: ForwardLoader | None = None
     """Forward passes of the live model; ``None`` when no model runs."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Loaders added by other parts (e.g. the ``ForwardLoader``) keyed by name."""
 
     @classmethod
-    def create(cls, reader: RecordReader, engine: Engine | None = None) -> Loaders:
+    def create(cls, reader: RecordReader, engine: Engine | None = None, passes: PassCache | None = None) -> Loaders:
         return cls(
             records=record_loader(reader),
             explanations=explanations_loader(reader),
-            forward=ForwardLoader(engine) if engine is not None else None,
+            forward=ForwardLoader(engine, cache=passes) if engine is not None else None,
         )
 
 

@@ -46,10 +46,6 @@ class ApiKeyCheck:
         self._key = api_key.encode() if api_key else None
         self.require_for_all = require_for_all
 
-    @property
-    def enabled(self) -> bool:
-        return self._key is not None
-
     def required(self, operation: OperationType) -> bool:
         return self._key is not None and (self.require_for_all or operation is not OperationType.QUERY)
 

@@ -1,28 +1,65 @@
-"""Turning exceptions into GraphQL errors: typed codes for user errors, masked internals with a request id."""
+"""Turning exceptions into GraphQL errors: typed codes for user errors, masked internals with a request id.
+
+``ErrorCode`` is every ``extensions.code`` the server sends, an enum in the SDL, so the generated client
+is typed against it. A message never echoes megabytes back: past ``MAX_MESSAGE_CHARS`` it is cut.
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from neuron_explainer.errors import NeuronExplainerError
 
 log = logging.getLogger("neuron_explainer.errors")
+MAX_MESSAGE_CHARS = 2000
+
+
+@strawberry.enum(description="Every extensions.code an error (or a failed job) carries.")
+class ErrorCode(enum.Enum):
+    BAD_USER_INPUT = "BAD_USER_INPUT"
+    """The request itself is wrong: malformed id, out-of-range node, bad value, ..."""
+    NOT_FOUND = "NOT_FOUND"
+    MODEL_NOT_LOADED = "MODEL_NOT_LOADED"
+    LLM_NOT_CONFIGURED = "LLM_NOT_CONFIGURED"
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    CORRUPT_DATA = "CORRUPT_DATA"
+    LLM_BAD_REPLY = "LLM_BAD_REPLY"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    """The document does not parse or does not fit the schema."""
+    INTERRUPTED = "INTERRUPTED"
+    """A job the server stopped before it ended; asking again resumes it."""
+    NOT_READY = "NOT_READY"
+    """The server is still starting (HTTP 503 with Retry-After, the phase in extensions); ask again soon."""
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+    """A bug: logged on the server with the request id."""
+
+
+def short(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[: MAX_MESSAGE_CHARS - 60]}... ({len(message) - MAX_MESSAGE_CHARS + 60} characters cut)"
 
 
 def translate_error(error: GraphQLError, request_id: str) -> GraphQLError:
     original = error.original_error
+    if len(error.message) > MAX_MESSAGE_CHARS:
+        error.message = short(error.message)
     if original is None:
         # Parse and validation errors: the client's query is wrong. Tagged in place, because strawberry
         # keeps the same error objects in more than one list.
-        error.extensions = {
-            **(error.extensions or {}),
-            "code": (error.extensions or {}).get("code") or "GRAPHQL_VALIDATION_FAILED",
-        }
+        # A variable's value that does not coerce (an unknown enum member, a 33-bit Int) is the client's
+        # input, not its document.
+        fallback = "BAD_USER_INPUT" if error.message.startswith("Variable '$") else "GRAPHQL_VALIDATION_FAILED"
+        error.extensions = {**(error.extensions or {}), "code": (error.extensions or {}).get("code") or fallback}
         return error
     if isinstance(original, GraphQLError):
         # graphql-core's own coercion errors (e.g. a variable that is no 32-bit Int) wrap the scalar's
@@ -39,7 +76,7 @@ def translate_error(error: GraphQLError, request_id: str) -> GraphQLError:
         )
     if isinstance(original, NeuronExplainerError):
         return GraphQLError(
-            original.message,
+            short(original.message),
             nodes=error.nodes,
             path=error.path,
             original_error=original,
