@@ -16,7 +16,8 @@ callers must treat as read-only.
 Errors: a request that is invalid on its own fails alone with ``BadInput`` before batching. A CUDA
 out-of-memory error frees the cache, splits the batch in halves and retries each; a single request
 that still does not fit fails with ``LimitExceeded`` and the engine goes on. Any other exception in
-a batch goes to every request in it.
+a batch of several is retried row by row, so only the request that fails alone gets its exception
+and one client's bad request never fails its batch-mates.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from typing import TypeVar
 import torch
 
 from neuron_explainer.errors import LimitExceeded
-from neuron_explainer.inference.forward import run_batch, validate_request
+from neuron_explainer.inference.forward import run_batch
 from neuron_explainer.inference.requests import ForwardRequest, ForwardResult
+from neuron_explainer.inference.validation import validate_request
 from neuron_explainer.models.loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,12 @@ class InferenceEngine:
         *,
         before_batch: Callable[[Sequence[ForwardRequest]], None] | None = None,
         torch_threads: int | None = None,
+        forward: Callable[[LoadedModel, Sequence[ForwardRequest]], list[ForwardResult]] | None = None,
     ) -> None:
         """``before_batch`` runs on the worker thread before each forward; a test seam that may raise
         ``torch.cuda.OutOfMemoryError`` to simulate running out of GPU memory. ``torch_threads`` sets
-        the worker thread's intra-op threads (torch keeps that setting per thread)."""
+        the worker thread's intra-op threads (torch keeps that setting per thread). ``forward`` replaces
+        ``run_batch`` (``bench/scale.py`` measures routing and batching with a forward that only waits)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
@@ -73,6 +77,7 @@ class InferenceEngine:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self._before_batch = before_batch
+        self._forward = forward or run_batch
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="inference",
@@ -84,7 +89,18 @@ class InferenceEngine:
         self._closed = False
         self.forward_count = 0
         """Forward passes actually run (an OOM retry counts each smaller pass); for tests and metrics."""
+        self.backward_count = 0
+        """Backward passes run: one per batch of requests that need gradients."""
         self.oom_count = 0
+        self.in_process = True
+        """``call`` runs ``fn`` on this process's worker thread: ``fn`` may share state with its caller."""
+        self.batch_sizes: dict[int, int] = {}
+        """How many batches ran with each number of distinct requests (for /metrics)."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch (identical requests sharing a row count once each)."""
+        return sum(len(p.futures) for p in self._pending.values())
 
     # ---- public surface -------------------------------------------------------------------
     async def run(self, request: ForwardRequest) -> ForwardResult:
@@ -167,6 +183,7 @@ class InferenceEngine:
         batch = [p for p in queue if p.request.needs_grad == mode][: self.max_batch_size]
         for p in batch:
             del self._pending[p.request]
+        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
         return batch
 
     # ---- worker thread --------------------------------------------------------------------
@@ -180,9 +197,16 @@ class InferenceEngine:
             if self._before_batch is not None:
                 self._before_batch(requests)
             self.forward_count += 1
-            return list(run_batch(self.model, requests))
+            results: list[ForwardResult | BaseException] = list(self._forward(self.model, requests))
+            self.backward_count += any(r.needs_grad for r in requests)
+            return results
         except torch.cuda.OutOfMemoryError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+        except Exception as exc:
+            if len(requests) == 1:
+                return [exc]
+            log.warning("a batch of %d failed (%s: %s): retrying row by row", len(requests), type(exc).__name__, exc)
+            return [outcome for r in requests for outcome in self._run_on_worker([r])]
         # Out of the except block the traceback, and with it the failed pass's tensors, is gone.
         self.oom_count += 1
         gc.collect()

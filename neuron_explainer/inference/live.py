@@ -6,11 +6,14 @@ Pure functions on CPU tensors; each is cheap (well under a millisecond for one n
 
 Definitions (TDB's, reference §3.4):
 - a neuron's or latent's activation is its value per token (``mlp.hook_post`` / latent hook);
-- a head's per-token-pair value is ``attn_write_norm``: ``A[h, q, k] · ‖v[k, h] · W_O[h]‖`` (no bias);
-- write norm of a neuron or latent = activation · ‖its write vector‖ (signed, not |act|);
-- act × grad = activation · d(loss)/d(activation), the loss being ``logit_diff`` at the last token.
-For ranking, a head at query token q scores the sum over keys of its pair values (write norm, or
-``A · dA`` for act × grad), so heads and neurons both rank as (node, token) entries.
+- a head's activation is its attention probability per (query, key) pair (TDB's ``attn_qk_probs``);
+  its records and ``activations`` rows hold ``attn_write_norm``: ``A[h, q, k] · ‖v[k, h] · W_O[h]‖``
+  (no bias), the offline head datasets' value;
+- write norm of a neuron or latent = activation · ‖its write vector‖ (signed, not |act|); of a head's
+  pair, ``attn_write_norm``;
+- act × grad = activation · d(target)/d(activation) (``inference/targets.py``; by default the final
+  LayerNorm scale is detached, as in TDB).
+Heads rank as (node, query token, key token) entries, neurons and latents as (node, token).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import torch
 
 from neuron_explainer.activations.normalize import normalize
 from neuron_explainer.errors import BadInput
-from neuron_explainer.inference.forward import validate_ablation
-from neuron_explainer.inference.requests import Ablation, ForwardRequest, ForwardResult, LossConfig
+from neuron_explainer.inference.requests import Ablation, ForwardRequest, ForwardResult
+from neuron_explainer.inference.targets import LossConfig, LossKind, Target
+from neuron_explainer.inference.validation import check_node, validate_ablation
 from neuron_explainer.inference.values import NodeScore, RankBy, TokenLogit
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
-from neuron_explainer.models.shapes import check_bounds
 from neuron_explainer.models.write_norms import value_write_norms
 from neuron_explainer.nodes import NodeId, NodeKind
 
@@ -74,32 +77,50 @@ def single_token(model: LoadedModel, text: str, argument: str) -> int:
     return ids[0]
 
 
-def loss_config(model: LoadedModel, targets: Sequence[str], distractors: Sequence[str] = ()) -> LossConfig:
-    if not targets:
-        raise BadInput("a logit-difference loss needs at least one target token", argument="targetTokens")
+def loss_config(
+    model: LoadedModel,
+    targets: Sequence[str],
+    distractors: Sequence[str] = (),
+    kind: LossKind = LossKind.LOGIT_DIFF,
+    argument: str = "targetTokens",
+) -> LossConfig:
+    """A checked loss; ``argument`` prefixes the names in errors (``targetTokens`` or ``target.targetTokens``)."""
+    prefix = argument.rsplit(".", 1)[0] + "." if "." in argument else ""
+    if not targets and kind is not LossKind.ZERO:
+        raise BadInput(f"a {kind.name} loss needs at least one target token", argument=argument)
+    if distractors and kind is not LossKind.LOGIT_DIFF:
+        raise BadInput(
+            f"distractor tokens only apply to LOGIT_DIFF, not {kind.name}", argument=f"{prefix}distractorTokens"
+        )
     return LossConfig(
-        tuple(single_token(model, t, "targetTokens") for t in targets),
-        tuple(single_token(model, t, "distractorTokens") for t in distractors),
+        tuple(single_token(model, t, argument) for t in targets),
+        tuple(single_token(model, t, f"{prefix}distractorTokens") for t in distractors),
+        kind,
     )
 
 
-def check_node(model: LoadedModel, node: NodeId) -> None:
-    """``BadInput`` unless ``node`` exists in the running model (and its autoencoder is loaded)."""
-    if node.model != model.name:
-        raise BadInput(f"node {node} is for model {node.model}, but {model.name} is running", node=str(node))
-    if node.kind.is_latent:
-        ae = model.autoencoder_for(node.kind)
-        if ae is None or ae.name != node.autoencoder:
-            loaded = ae.name if ae is not None else "none"
-            raise BadInput(f"autoencoder {node.autoencoder} is not loaded (loaded: {loaded})", node=str(node))
-    check_bounds(node, model.shape, model.n_latents(node.kind))
-
-
-def make_ablation(model: LoadedModel, node: NodeId, positions: Sequence[int], value: float, n_tokens: int) -> Ablation:
+def make_ablation(
+    model: LoadedModel,
+    node: NodeId,
+    positions: Sequence[int],
+    value: float,
+    n_tokens: int,
+    patch: Sequence[float] | None = None,
+) -> Ablation:
     check_node(model, node)
-    ablation = Ablation(node, tuple(positions), float(value))
+    ablation = Ablation(node, tuple(positions), float(value), tuple(patch) if patch is not None else None)
     validate_ablation(model, ablation, n_tokens)
     return ablation
+
+
+def patch_values(result: ForwardResult, node: NodeId, positions: Sequence[int]) -> tuple[float, ...]:
+    """``node``'s values at ``positions`` (all when empty) on the source prompt of a patch: per position
+    for neurons and latents, the attention-probability row for heads (see ``Ablation.patch``)."""
+    values = result.activations[hook_names.value_hook(node)]
+    pos = list(positions) or list(range(len(result.tokens)))
+    if node.kind is NodeKind.ATTENTION_HEAD:
+        return tuple(values[node.index, pos, :].float().flatten().tolist())  # [head, query, key]
+    return tuple(values[pos, node.index].float().tolist())  # [pos, units]
 
 
 def hooks_for_top_nodes(model: LoadedModel, kind: NodeKind, by: RankBy) -> tuple[frozenset[str], frozenset[str]]:
@@ -127,7 +148,7 @@ def request_for(
     extra_captures: Iterable[str] = (),
     grad_captures: Iterable[str] = (),
     ablations: Sequence[Ablation] = (),
-    loss: LossConfig | None = None,
+    target: Target | None = None,
     lm_loss: bool = False,
     logits: bool = True,
 ) -> ForwardRequest:
@@ -137,7 +158,7 @@ def request_for(
     for node in nodes:
         captures |= hook_names.hooks_for(node)
     return ForwardRequest(
-        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), loss, lm_loss, logits
+        tuple(tokens), frozenset(captures), frozenset(grad_captures), tuple(ablations), target, lm_loss, logits
     )
 
 
@@ -164,19 +185,30 @@ def node_activations(model: LoadedModel, result: ForwardResult, node: NodeId) ->
     return values[:, node.index].float().tolist()
 
 
+def attention_pattern(result: ForwardResult, layer: int, head: int) -> list[list[float]]:
+    """Row q: the head's softmax probabilities over keys 0..q (TDB's ``attn_qk_probs``), after ablations."""
+    rows = result.activations[hook_names.attn_pattern(layer)][head].float().tolist()  # [query][key]
+    return [row[: q + 1] for q, row in enumerate(rows)]
+
+
 def _layer_scores(model: LoadedModel, result: ForwardResult, kind: NodeKind, layer: int, by: RankBy) -> torch.Tensor:
-    """[pos, units] scores of every node of ``kind`` in ``layer`` (units = heads for heads)."""
+    """[pos, units] scores of every node of ``kind`` in ``layer``; heads: [query, key, head]."""
     hook = (
         hook_names.attn_pattern(layer)
         if kind is NodeKind.ATTENTION_HEAD
         else (hook_names.mlp_post(layer) if kind is NodeKind.MLP_NEURON else hook_names.ae_latents(kind, layer))
     )
-    if by is RankBy.ACT_TIMES_GRAD:
-        act = result.activations[hook].float()
-        prod = act * result.grads[hook].float()
-        return prod.sum(dim=-1).T if kind is NodeKind.ATTENTION_HEAD else prod  # heads: [h,q,k] -> [q,h]
     if kind is NodeKind.ATTENTION_HEAD:
-        return attention_write_norm(model, result, layer).sum(dim=-1).T  # [query, head]
+        pattern = result.activations[hook].float()  # [head, query, key]
+        if by is RankBy.ACT_TIMES_GRAD:
+            scores = pattern * result.grads[hook].float()
+        elif by is RankBy.WRITE_NORM:
+            scores = attention_write_norm(model, result, layer)
+        else:
+            scores = pattern
+        return scores.permute(1, 2, 0)  # [query, key, head]
+    if by is RankBy.ACT_TIMES_GRAD:
+        return result.activations[hook].float() * result.grads[hook].float()
     act = result.activations[hook].float()  # [pos, units]
     if by is RankBy.ACTIVATION:
         return act
@@ -197,7 +229,8 @@ def top_nodes(
     token: int | None = None,
     largest: bool = True,
 ) -> list[NodeScore]:
-    """The ``k`` highest (or lowest) (node, token) entries over all layers, optionally at one token."""
+    """The ``k`` highest (or lowest) entries over all layers, optionally at one (query) token: (node,
+    token) for neurons and latents, (head, query, key) pairs for heads (keys after the query excluded)."""
     if k < 1:
         raise BadInput("k must be at least 1", argument="k")
     n_tokens = len(result.tokens)
@@ -205,20 +238,24 @@ def top_nodes(
         raise BadInput(f"token {token} out of range: the prompt has {n_tokens} tokens", argument="token")
     ae = model.autoencoder_for(kind) if kind.is_latent else None
     per_layer = [_layer_scores(model, result, kind, layer, by) for layer in range(model.shape.n_layers)]
-    scores = torch.stack(per_layer)  # [layer, pos, units]
+    scores = torch.stack(per_layer)  # [layer, pos, units] or, for heads, [layer, query, key, head]
+    heads = kind is NodeKind.ATTENTION_HEAD
+    if heads:  # a query never attends to a later key: those entries are not pairs at all
+        causal = torch.ones(n_tokens, n_tokens, dtype=torch.bool).tril()[None, :, :, None]
+        scores = scores.masked_fill(~causal, float("-inf") if largest else float("inf"))
     if token is not None:
         scores = scores[:, token : token + 1]
-    values, flat = torch.topk(scores.flatten(), k=min(k, scores.numel()), largest=largest)
-    layers, positions, units = torch.unravel_index(flat, scores.shape)
+    n_pairs = int(torch.isfinite(scores).sum()) if heads else scores.numel()
+    values, flat = torch.topk(scores.flatten(), k=min(k, n_pairs), largest=largest)
+    index = torch.unravel_index(flat, scores.shape)
     offset = token or 0
-    return [
-        NodeScore(
-            NodeId(model.name, kind, int(layer), int(unit), ae.name if ae is not None else None),
-            int(pos) + offset,
-            float(value),
-        )
-        for value, layer, pos, unit in zip(values, layers, positions, units, strict=True)
-    ]
+    found = []
+    for i, value in enumerate(values.tolist()):
+        layer, pos, unit = int(index[0][i]), int(index[1][i]) + offset, int(index[-1][i])
+        key = int(index[2][i]) if heads else None
+        node = NodeId(model.name, kind, layer, unit, ae.name if ae is not None else None)
+        found.append(NodeScore(node, pos, float(value), key))
+    return found
 
 
 def top_logits(model: LoadedModel, result: ForwardResult, k: int = 10) -> list[TokenLogit]:
