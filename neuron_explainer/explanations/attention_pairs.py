@@ -1,16 +1,20 @@
 """Token pairs of attention-head records, and how prompts show one.
 
 Records of a head hold one value per (query i, key j <= i) pair, flattened row-major (reference
-§2.4). Unlike the original explainer and scorer we also handle truncated attention windows.
-TODO(merge): delegate ``pair_coords`` to Stream A's ``activations.attention.unflatten_rows``.
+§2.4). Unlike the original explainer and scorer (which assumed the square case) we also read
+truncated attention windows, in the original's own layout: a record of n tokens and window W is
+``flatten_lower_triangle`` of an n x W matrix, i.e. ``torch.tril_indices(n, W)`` order, so row i holds
+keys 0 .. min(i, W - 1) and position j of a row *is* key token j (as the original's read route and
+``convert_flattened_index_to_unflattened_index`` read it). It is not a sliding window over
+i - W + 1 .. i: for n = 3, W = 2, flat index 3 is (2, 0).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from neuron_explainer.activations.attention import attention_window, row_lengths
 from neuron_explainer.activations.records import ActivationRecord
 from neuron_explainer.errors import BadInput
 
@@ -27,16 +31,14 @@ class TokenPair:
 
 
 def pair_coords(n_tokens: int, n_values: int) -> list[tuple[int, int]]:
-    """(query, key) of each flat position; row lengths 1, 2, .., W then W (window W)."""
-    full = n_tokens * (n_tokens + 1) // 2
-    missing = full - n_values
-    if missing < 0:
-        raise BadInput(f"{n_values} token-pair values cannot belong to {n_tokens} tokens")
-    dropped = (math.isqrt(8 * missing + 1) - 1) // 2
-    if dropped * (dropped + 1) // 2 != missing:
-        raise BadInput(f"{n_values} token-pair values is no attention window over {n_tokens} tokens")
-    window = n_tokens - dropped
-    return [(i, j) for i in range(n_tokens) for j in range(max(0, i - window + 1), i + 1)]
+    """(query, key) of each flat position, in ``torch.tril_indices(n_tokens, W)`` order (module docstring).
+
+    ``BadInput`` when no attention window W fits the two lengths."""
+    try:
+        window = attention_window(n_tokens, n_values)
+    except ValueError as e:
+        raise BadInput(f"not a token-pair record: {e}", tokens=n_tokens, values=n_values) from None
+    return [(i, j) for i, length in enumerate(row_lengths(n_tokens, window)) for j in range(length)]
 
 
 def all_pairs(records: Sequence[ActivationRecord]) -> list[TokenPair]:

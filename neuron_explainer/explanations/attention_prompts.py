@@ -93,9 +93,7 @@ def _score_turn(explanation: str, marked: str) -> str:
     return f"Explanation: this attention head {explanation}\nText: {marked}\nAnswer:"
 
 
-def build_attention_score_prompt(
-    explanation: str, tokens: Sequence[str], query: int, key: int
-) -> list[dict[str, str]]:
+def build_attention_score_prompt(explanation: str, tokens: Sequence[str], query: int, key: int) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": SCORE_SYSTEM}]
     for example_explanation, marked, answer in SCORE_FEW_SHOT:
         messages.append({"role": "user", "content": _score_turn(example_explanation, marked)})

@@ -16,37 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from neuron_explainer.activations.records import ActivationRecord
 from neuron_explainer.errors import LlmBadReply
 from neuron_explainer.explanations.attention_pairs import TokenPair, all_pairs
 from neuron_explainer.explanations.attention_prompts import build_attention_score_prompt
 from neuron_explainer.explanations.llm import LlmClient
+from neuron_explainer.explanations.metrics import roc_auc
+from neuron_explainer.explanations.outcomes import OnSequence, SequenceSimulated
 from neuron_explainer.explanations.results import AttentionSimulation, ScoredAttentionSimulation
-from neuron_explainer.explanations.scoring import OnSequence, SequenceOutcome
-
-
-def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None with one class."""
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    if np.isnan(s).any():
-        raise ValueError("ROC-AUC of NaN predictions")
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +102,7 @@ class AttentionPairScorer:
         async def one(index: int, candidate: LabelledPair) -> None:
             tokens = records[candidate.pair.record].tokens
             async with semaphore:
-                p = await self.predictor.predict(
-                    explanation, tokens, candidate.pair.query, candidate.pair.key
-                )
+                p = await self.predictor.predict(explanation, tokens, candidate.pair.query, candidate.pair.key)
             done[index] = AttentionSimulation(
                 tokens=list(tokens),
                 token_pair_coords=(candidate.pair.query, candidate.pair.key),
@@ -136,12 +111,8 @@ class AttentionPairScorer:
             )
             if on_pair is not None:
                 finished = [done[i] for i in sorted(done)]
-                running = roc_auc(
-                    [s.token_pair_label for s in finished], [s.simulation_prediction for s in finished]
-                )
-                await on_pair(
-                    SequenceOutcome(index, list(tokens), [p], [float(candidate.label)], None, running)
-                )
+                running = roc_auc([s.token_pair_label for s in finished], [s.simulation_prediction for s in finished])
+                await on_pair(SequenceSimulated(index, list(tokens), [p], [float(candidate.label)], None, running))
 
         try:
             async with asyncio.TaskGroup() as group:

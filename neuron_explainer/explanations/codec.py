@@ -22,7 +22,15 @@ import math
 from typing import Any
 
 from neuron_explainer.activations.codec import decode_neuron_id, encode_neuron_id
-from neuron_explainer.activations.tdb_json import TdbReader, dump_json, parse_json
+from neuron_explainer.activations.tdb_json import TdbReader, dump_json, floats_are_finite, parse_json
+from neuron_explainer.explanations.classification import ClassificationResults
+from neuron_explainer.explanations.classification_codec import (
+    DATACLASS_NAME as CLASSIFICATION,
+)
+from neuron_explainer.explanations.classification_codec import (
+    decode_classification,
+    encode_classification,
+)
 from neuron_explainer.explanations.results import (
     ActivationScale,
     AttentionSimulation,
@@ -36,12 +44,15 @@ from neuron_explainer.explanations.results import (
     SequenceSimulation,
 )
 
-__all__ = ["decode_explanations", "encode_explanations"]
+__all__ = ["AnyResults", "decode_explanations", "encode_explanations"]
 
 _WHAT = "explanations"
 
 
-def decode_explanations(data: bytes, blob: str) -> NeuronSimulationResults | AttentionSimulationResults:
+AnyResults = NeuronSimulationResults | AttentionSimulationResults | ClassificationResults
+
+
+def decode_explanations(data: bytes, blob: str) -> AnyResults:
     """Decode one explanations blob; ``CorruptBlob`` naming ``blob`` (and the JSON path) when malformed."""
     reader = TdbReader(blob, _WHAT)
     lines = [line for line in data.split(b"\n") if line.strip()]
@@ -49,6 +60,8 @@ def decode_explanations(data: bytes, blob: str) -> NeuronSimulationResults | Att
         reader.fail("", f"expected exactly one non-empty line, found {len(lines)}")
     value = parse_json(lines[0], blob, _WHAT)
     name = value.get("dataclass_name") if isinstance(value, dict) else None
+    if name == CLASSIFICATION:
+        return decode_classification(reader, value)
     is_attention = name == "AttentionSimulationResults" or (
         name is None and isinstance(value, dict) and ("attention_head_id" in value or "attention_id" in value)
     )
@@ -86,9 +99,7 @@ def _scored_explanation(reader: TdbReader, value: Any, path: str) -> ScoredExpla
     )
     simulation = fields.get("scored_simulation")
     return ScoredExplanation(
-        explanation=_optional_string(
-            reader, reader.required(fields, "explanation", path), f"{path}.explanation"
-        ),
+        explanation=_optional_string(reader, reader.required(fields, "explanation", path), f"{path}.explanation"),
         scored_simulation=None
         if simulation is None
         else _scored_simulation(reader, simulation, f"{path}.scored_simulation"),
@@ -97,14 +108,11 @@ def _scored_explanation(reader: TdbReader, value: Any, path: str) -> ScoredExpla
 
 
 def _scored_simulation(reader: TdbReader, value: Any, path: str) -> ScoredSimulation:
-    fields = reader.obj(
-        value, path, ("ScoredSimulation",), ("scored_sequence_simulations", "ev_correlation_score")
-    )
+    fields = reader.obj(value, path, ("ScoredSimulation",), ("scored_sequence_simulations", "ev_correlation_score"))
     items = reader.items(fields.get("scored_sequence_simulations", []), f"{path}.scored_sequence_simulations")
     return ScoredSimulation(
         scored_sequence_simulations=[
-            _scored_sequence(reader, item, f"{path}.scored_sequence_simulations[{k}]")
-            for k, item in enumerate(items)
+            _scored_sequence(reader, item, f"{path}.scored_sequence_simulations[{k}]") for k, item in enumerate(items)
         ],
         **_scores(reader, fields, path),
     )
@@ -190,38 +198,28 @@ def _attention_results(reader: TdbReader, value: Any) -> AttentionSimulationResu
         layer=layer,
         index=index,
         scored_explanations=[
-            _scored_attention_explanation(reader, item, f"scored_explanations[{k}]")
-            for k, item in enumerate(items)
+            _scored_attention_explanation(reader, item, f"scored_explanations[{k}]") for k, item in enumerate(items)
         ],
     )
 
 
 def _scored_attention_explanation(reader: TdbReader, value: Any, path: str) -> ScoredAttentionExplanation:
-    fields = reader.obj(
-        value, path, ("ScoredAttentionExplanation",), ("explanation", "scored_attention_simulation")
-    )
+    fields = reader.obj(value, path, ("ScoredAttentionExplanation",), ("explanation", "scored_attention_simulation"))
     simulation = fields.get("scored_attention_simulation")
     sim_path = f"{path}.scored_attention_simulation"
     return ScoredAttentionExplanation(
-        explanation=_optional_string(
-            reader, reader.required(fields, "explanation", path), f"{path}.explanation"
-        ),
-        scored_attention_simulation=None
-        if simulation is None
-        else _scored_attention(reader, simulation, sim_path),
+        explanation=_optional_string(reader, reader.required(fields, "explanation", path), f"{path}.explanation"),
+        scored_attention_simulation=None if simulation is None else _scored_attention(reader, simulation, sim_path),
         method=_optional_string(reader, fields.get("method"), f"{path}.method"),
     )
 
 
 def _scored_attention(reader: TdbReader, value: Any, path: str) -> ScoredAttentionSimulation:
-    fields = reader.obj(
-        value, path, ("ScoredAttentionSimulation",), ("attention_simulations", "roc_auc_score")
-    )
+    fields = reader.obj(value, path, ("ScoredAttentionSimulation",), ("attention_simulations", "roc_auc_score"))
     items = reader.items(fields.get("attention_simulations", []), f"{path}.attention_simulations")
     return ScoredAttentionSimulation(
         attention_simulations=[
-            _attention_simulation(reader, item, f"{path}.attention_simulations[{k}]")
-            for k, item in enumerate(items)
+            _attention_simulation(reader, item, f"{path}.attention_simulations[{k}]") for k, item in enumerate(items)
         ],
         roc_auc_score=reader.optional_number(fields.get("roc_auc_score"), f"{path}.roc_auc_score"),
     )
@@ -242,9 +240,7 @@ def _attention_simulation(reader: TdbReader, value: Any, path: str) -> Attention
     return AttentionSimulation(
         tokens=reader.strings(reader.required(fields, "tokens", path), f"{path}.tokens"),
         token_pair_coords=(i, j),
-        token_pair_label=reader.integer(
-            reader.required(fields, "token_pair_label", path), f"{path}.token_pair_label"
-        ),
+        token_pair_label=reader.integer(reader.required(fields, "token_pair_label", path), f"{path}.token_pair_label"),
         simulation_prediction=reader.number(
             reader.required(fields, "simulation_prediction", path), f"{path}.simulation_prediction"
         ),
@@ -270,28 +266,26 @@ class _Finite:
                 self.finite = False
 
     def check_list(self, values: list[float]) -> list[float]:
-        if self.finite and not math.isfinite(sum(values)):
+        if self.finite and not floats_are_finite(values):
             self.finite = False
         return values
 
 
-def encode_explanations(results: NeuronSimulationResults | AttentionSimulationResults) -> bytes:
+def encode_explanations(results: AnyResults) -> bytes:
     """The current TDB variant as one line plus ``\\n``; ``decode_explanations`` reads it back equal."""
+    if isinstance(results, ClassificationResults):
+        return encode_classification(results)
     tracker = _Finite()
     if isinstance(results, NeuronSimulationResults):
         obj: dict[str, Any] = {
             "neuron_id": encode_neuron_id(results.layer, results.index),
-            "scored_explanations": [
-                _encode_scored_explanation(e, tracker) for e in results.scored_explanations
-            ],
+            "scored_explanations": [_encode_scored_explanation(e, tracker) for e in results.scored_explanations],
             "dataclass_name": "NeuronSimulationResults",
         }
     else:
         obj = {
             "attention_head_id": encode_neuron_id(results.layer, results.index),
-            "scored_explanations": [
-                _encode_attention_explanation(e, tracker) for e in results.scored_explanations
-            ],
+            "scored_explanations": [_encode_attention_explanation(e, tracker) for e in results.scored_explanations],
             "dataclass_name": "AttentionSimulationResults",
         }
     return dump_json(obj, finite=tracker.finite) + b"\n"
@@ -317,9 +311,7 @@ def _encode_scored_explanation(e: ScoredExplanation, tracker: _Finite) -> dict[s
     return out
 
 
-def _encode_scores(
-    s: ScoredSimulation | ScoredSequenceSimulation, tracker: _Finite
-) -> dict[str, float | None]:
+def _encode_scores(s: ScoredSimulation | ScoredSequenceSimulation, tracker: _Finite) -> dict[str, float | None]:
     tracker.check(s.ev_correlation_score, s.rsquared_score, s.absolute_dev_explained_score)
     return {
         "ev_correlation_score": s.ev_correlation_score,

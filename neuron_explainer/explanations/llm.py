@@ -10,7 +10,6 @@ raise ``UpstreamUnavailable`` when the retries are spent. With no API key nothin
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,16 +43,6 @@ class LlmSettings:
     max_retries: int = 5
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 10.0
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> LlmSettings:
-        """``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` from the environment; keyword overrides win."""
-        values: dict[str, Any] = {
-            "api_key": os.environ.get("OPENAI_API_KEY") or None,
-            "base_url": os.environ.get("OPENAI_BASE_URL") or None,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 def _retry_after(error: Exception | None, cap: float) -> float:
@@ -143,9 +132,7 @@ class LlmClient:
         for attempt in range(s.max_retries + 1):
             if attempt:
                 delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** (attempt - 1))
-                await asyncio.sleep(
-                    max(delay * random.uniform(0.8, 1.2), _retry_after(last, s.backoff_max_s))
-                )
+                await asyncio.sleep(max(delay * random.uniform(0.8, 1.2), _retry_after(last, s.backoff_max_s)))
             try:
                 async with self._semaphore:
                     self.calls += 1

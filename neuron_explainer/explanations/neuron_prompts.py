@@ -5,14 +5,15 @@ records as ``token<tab>activation`` (activations 0-10, normalized per section ag
 the records shown) ending in "this neuron activates for", and one assistant turn with the
 explanation; the target neuron comes last. The text and the examples are ours.
 
-Token counts are estimated (4 characters a token, the rule of thumb for English BPE) because the
-tokenizer of an arbitrary endpoint is unknown; when the estimate is over budget, few-shot records
-are dropped one at a time (as the original does), then target records from the end.
+Token counts come from the caller's counter (``explanations.token_count``: exact with tiktoken, else a
+bound that never under-counts); when the prompt is over budget, few-shot records are dropped one at a
+time (as the original does), then target records from the end. The few-shot neurons are the built-in
+``FEW_SHOT`` unless the caller passes others (real records of the dataset's own nodes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from neuron_explainer.activations.records import ActivationRecord
@@ -72,8 +73,13 @@ FEW_SHOT: list[FewShotNeuron] = [
 ]
 
 
-def approx_tokens(text: str) -> int:
-    return len(text) // 4 + 1
+def utf8_bytes(text: str) -> int:
+    """The default count: UTF-8 bytes, an upper bound on any byte-level BPE count."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens a chat format adds around each message (role and separators; OpenAI's documented figure)."""
 
 
 def _section(records: Sequence[ActivationRecord]) -> str:
@@ -105,19 +111,26 @@ def _messages(few_shot: list[FewShotNeuron], target: Sequence[ActivationRecord])
 
 
 def build_neuron_prompt(
-    target: Sequence[ActivationRecord], max_tokens: int = 60, context_tokens: int = CONTEXT_TOKENS
-) -> list[dict[str, str]]:
-    """Chat messages explaining ``target`` (the train records), trimmed to the context budget."""
-    few_shot = [FewShotNeuron(list(e.records), e.explanation) for e in FEW_SHOT]
+    target: Sequence[ActivationRecord],
+    max_tokens: int = 60,
+    context_tokens: int = CONTEXT_TOKENS,
+    *,
+    few_shot: Sequence[FewShotNeuron] | None = None,
+    count: Callable[[str], int] = utf8_bytes,
+) -> tuple[list[dict[str, str]], int]:
+    """Chat messages explaining ``target`` (the train records), trimmed to the context budget, and their
+    token count (by ``count``)."""
+    examples = [FewShotNeuron(list(e.records), e.explanation) for e in (FEW_SHOT if few_shot is None else few_shot)]
     records = list(target)
     while True:
-        messages = _messages(few_shot, records)
-        if sum(approx_tokens(m["content"]) + 4 for m in messages) + max_tokens <= context_tokens:
-            return messages
-        longest = max(few_shot, key=lambda e: len(e.records))
-        if longest.records:
+        messages = _messages(examples, records)
+        tokens = sum(count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        if tokens + max_tokens <= context_tokens:
+            return messages, tokens
+        longest = max(examples, key=lambda e: len(e.records), default=None)
+        if longest is not None and longest.records:
             longest.records.pop()
         elif len(records) > 1:
             records.pop()
         else:
-            return messages
+            return messages, tokens

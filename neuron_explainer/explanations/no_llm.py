@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.explanations.attention_pairs import top_pairs
+from neuron_explainer.explanations.protocols import Explained
 from neuron_explainer.explanations.results import ActivationScale, SequenceSimulation
 from neuron_explainer.explanations.splits import train_records
 
@@ -70,7 +71,7 @@ class TopTokensExplainer:
         self.n_tokens = n_tokens
         self.min_fraction = min_fraction
 
-    async def explain(self, record: NeuronRecord) -> str:
+    async def explain(self, record: NeuronRecord) -> Explained:
         records = train_records(record)
         floor = self.min_fraction * max((a for r in records for a in r.activations), default=0.0)
         best: dict[str, float] = {}
@@ -79,7 +80,7 @@ class TopTokensExplainer:
                 if value > 0 and value >= floor and value > best.get(token, 0.0):
                     best[token] = value
         ranked = sorted(best, key=lambda t: best[t], reverse=True)[: self.n_tokens]
-        return f"the tokens {_quote(ranked)}"
+        return Explained(f"the tokens {_quote(ranked)}")
 
 
 class TopPairsExplainer:
@@ -88,12 +89,12 @@ class TopPairsExplainer:
     def __init__(self, n_pairs: int = 5) -> None:
         self.n_pairs = n_pairs
 
-    async def explain(self, record: NeuronRecord) -> str:
+    async def explain(self, record: NeuronRecord) -> Explained:
         records = train_records(record)
         pairs = [p for p in top_pairs(records, self.n_pairs) if p.value > 0]
         to = list(dict.fromkeys(records[p.record].tokens[p.key] for p in pairs))
         frm = list(dict.fromkeys(records[p.record].tokens[p.query] for p in pairs))
-        return f"attends to {_quote(to)} from {_quote(frm)}"
+        return Explained(f"attends to {_quote(to)} from {_quote(frm)}")
 
 
 class _Lookup:

@@ -21,6 +21,8 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+from neuron_explainer.explanations.classification import ClassifiedExplanation
+
 
 class ActivationScale(enum.StrEnum):
     """Which units a ``SequenceSimulation``'s expected activations and distribution values are in."""
@@ -121,13 +123,18 @@ class AttentionSimulationResults:
     scored_explanations: list[ScoredAttentionExplanation] = field(default_factory=list)
 
 
-def preferred_score(scored_explanation: ScoredExplanation | ScoredAttentionExplanation) -> float | None:
-    """``ev_correlation_score`` for neurons and latents, ``roc_auc_score`` for heads, as TDB reports them.
+def preferred_score(
+    scored_explanation: ScoredExplanation | ScoredAttentionExplanation | ClassifiedExplanation,
+) -> float | None:
+    """``ev_correlation_score`` for neurons and latents, ``roc_auc_score`` for heads, as TDB reports them
+    (classifier scorers: their headline ``score``).
 
     None when undefined: unscored, stored as null, or NaN (a NaN cannot be shown or sent as a GraphQL Float).
     """
     score: float | None
-    if isinstance(scored_explanation, ScoredExplanation):
+    if isinstance(scored_explanation, ClassifiedExplanation):
+        score = scored_explanation.scored_classification.score
+    elif isinstance(scored_explanation, ScoredExplanation):
         simulation = scored_explanation.scored_simulation
         score = None if simulation is None else simulation.ev_correlation_score
     else:

@@ -3,7 +3,9 @@
 The headline score (``ev_correlation_score``) is the Pearson correlation over all scored
 sequences *concatenated*, not the mean of per-sequence correlations. A correlation that is
 undefined (a constant prediction or constant truth, e.g. a simulator that predicts 0 everywhere)
-is 0.0, as in the original: "explains nothing" — and it keeps stored files free of NaN.
+is 0.0, as in the original: "explains nothing" — and it keeps stored files free of NaN. Inputs are
+strict (``metrics.paired``): sides of different lengths, or a NaN/inf on either side, are ``BadInput``
+(the original raised too), so a broken simulation never looks like a score.
 r² and absolute deviation explained compare raw values with 0-10 predictions, so they only mean
 something for calibrated simulators (as in the original); they are ``None`` where the original
 would divide by zero.
@@ -12,12 +14,13 @@ would divide by zero.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from neuron_explainer.activations.records import ActivationRecord
+from neuron_explainer.explanations.metrics import paired
+from neuron_explainer.explanations.outcomes import OnSequence, SequenceSimulated
 from neuron_explainer.explanations.results import (
     ScoredSequenceSimulation,
     ScoredSimulation,
@@ -27,9 +30,11 @@ from neuron_explainer.explanations.simulators import Simulator
 
 
 def correlation_score(real: Sequence[float], predicted: Sequence[float]) -> float:
-    """Pearson r; 0.0 when undefined (fewer than 2 values or either side constant)."""
-    a, b = np.asarray(real, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
-    if a.size < 2 or a.size != b.size or np.ptp(a) == 0 or np.ptp(b) == 0:
+    """Pearson r (``np.corrcoef``); 0.0 when undefined (fewer than 2 values or either side constant).
+
+    ``BadInput`` when the lengths differ or a value is not finite."""
+    a, b = paired(real, predicted, "a correlation score")
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
     r = float(np.corrcoef(a, b)[0, 1])
     return r if np.isfinite(r) else 0.0
@@ -37,14 +42,14 @@ def correlation_score(real: Sequence[float], predicted: Sequence[float]) -> floa
 
 def rsquared_score(real: Sequence[float], predicted: Sequence[float]) -> float | None:
     """1 - mean((real - pred)^2) / mean(real^2); None when every real value is 0."""
-    a, b = np.asarray(real, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    a, b = paired(real, predicted, "an r-squared score")
     denominator = float(np.mean(a**2)) if a.size else 0.0
     return None if denominator == 0 else 1.0 - float(np.mean((a - b) ** 2)) / denominator
 
 
 def absolute_dev_explained_score(real: Sequence[float], predicted: Sequence[float]) -> float | None:
     """1 - mean|real - pred| / mean|real|; None when every real value is 0."""
-    a, b = np.asarray(real, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    a, b = paired(real, predicted, "an absolute-deviation score")
     denominator = float(np.mean(np.abs(a))) if a.size else 0.0
     return None if denominator == 0 else 1.0 - float(np.mean(np.abs(a - b))) / denominator
 
@@ -71,23 +76,6 @@ def aggregate(scored: Sequence[ScoredSequenceSimulation]) -> ScoredSimulation:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SequenceOutcome:
-    """One simulated sequence, reported as soon as it finishes (in completion order)."""
-
-    index: int
-    """Position in the list of scored records."""
-    tokens: list[str]
-    predicted: list[float]
-    actual: list[float]
-    sequence_score: float | None
-    running_score: float | None
-    """The aggregate score over every sequence finished so far (in index order)."""
-
-
-OnSequence = Callable[[SequenceOutcome], Awaitable[None]]
-
-
 async def simulate_and_score(
     simulator: Simulator,
     explanation: str,
@@ -112,7 +100,7 @@ async def simulate_and_score(
         if on_sequence is not None:
             running = aggregate([done[i] for i in sorted(done)]).ev_correlation_score
             await on_sequence(
-                SequenceOutcome(
+                SequenceSimulated(
                     index,
                     list(record.tokens),
                     simulation.expected_activations,

@@ -39,21 +39,15 @@ _EXAMPLES: list[tuple[str, list[str], list[int]]] = [
 
 
 def _document(explanation: str, tokens: Sequence[str], values: Sequence[int] | None) -> str:
-    entries = [
-        {"token": t, "activation": None if values is None else values[n]} for n, t in enumerate(tokens)
-    ]
-    return json.dumps(
-        {"to_find": explanation, "document": "".join(tokens), "activations": entries}, ensure_ascii=False
-    )
+    entries = [{"token": t, "activation": None if values is None else values[n]} for n, t in enumerate(tokens)]
+    return json.dumps({"to_find": explanation, "document": "".join(tokens), "activations": entries}, ensure_ascii=False)
 
 
 def build_json_simulation_prompt(explanation: str, tokens: Sequence[str]) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": JSON_SYSTEM}]
     for example_explanation, example_tokens, values in _EXAMPLES:
         messages.append({"role": "user", "content": _document(example_explanation, example_tokens, None)})
-        messages.append(
-            {"role": "assistant", "content": _document(example_explanation, example_tokens, values)}
-        )
+        messages.append({"role": "assistant", "content": _document(example_explanation, example_tokens, values)})
     messages.append({"role": "user", "content": _document(explanation, tokens, None)})
     return messages
 
@@ -76,9 +70,7 @@ UNKNOWN = "unknown"
 START = "<start>"
 
 
-def _completion_neuron(
-    number: int, explanation: str, tokens: Sequence[str], values: Sequence[int] | None
-) -> str:
+def _completion_neuron(number: int, explanation: str, tokens: Sequence[str], values: Sequence[int] | None) -> str:
     lines = [
         f"Neuron {number}",
         f"Explanation of neuron {number} behavior: this neuron activates for {explanation}.",
@@ -96,9 +88,7 @@ def build_completion_simulation_prompt(explanation: str, tokens: Sequence[str]) 
     parts = [COMPLETION_HEADER]
     for n, (example_explanation, example_tokens, values) in enumerate(_EXAMPLES, start=1):
         parts.append(
-            _completion_neuron(
-                n, example_explanation, example_tokens, normalize_0_10([float(v) for v in values], 10.0)
-            )
+            _completion_neuron(n, example_explanation, example_tokens, normalize_0_10([float(v) for v in values], 10.0))
         )
     parts.append(_completion_neuron(len(_EXAMPLES) + 1, explanation, tokens, None))
     return "".join(parts)

@@ -8,13 +8,13 @@ A reply we cannot use is never turned into zeros: after the re-asks the sequence
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from neuron_explainer.errors import LlmBadReply
 from neuron_explainer.explanations.llm import LlmClient
+from neuron_explainer.explanations.reply_json import list_in_reply
 from neuron_explainer.explanations.results import ActivationScale, SequenceSimulation
 from neuron_explainer.explanations.simulation_prompts import (
     START,
@@ -38,18 +38,7 @@ def parse_json_activations(text: str, n_tokens: int) -> list[float]:
     under ``activations``; every value must be a number in [0, 10]. Token texts are not compared
     (models normalise whitespace), only the count.
     """
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
-        raise ValueError("no JSON object in the reply")
-    try:
-        data = json.loads(text[start : end + 1])
-    except json.JSONDecodeError as e:
-        raise ValueError(f"invalid JSON ({e.msg})") from e
-    entries = data.get("activations") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError('no "activations" list')
-    if len(entries) != n_tokens:
-        raise ValueError(f"{len(entries)} activations for {n_tokens} tokens")
+    entries = list_in_reply(text, "activations", n_tokens, "tokens")
     values = []
     for n, entry in enumerate(entries):
         value: Any = entry.get("activation") if isinstance(entry, dict) else entry
@@ -62,9 +51,7 @@ def parse_json_activations(text: str, n_tokens: int) -> list[float]:
 class LogprobFreeSimulator:
     """Chat + JSON (the original server's default), with JSON mode and re-asks on malformed replies."""
 
-    def __init__(
-        self, llm: LlmClient, model: str | None = None, max_reasks: int = 2, max_tokens: int = 2000
-    ) -> None:
+    def __init__(self, llm: LlmClient, model: str | None = None, max_reasks: int = 2, max_tokens: int = 2000) -> None:
         self.llm = llm
         self.model = model or llm.settings.simulator_model
         self.max_reasks = max_reasks
@@ -74,9 +61,7 @@ class LogprobFreeSimulator:
         messages = build_json_simulation_prompt(explanation, tokens)
         problem = ""
         for _ in range(self.max_reasks + 1):
-            reply = await self.llm.chat(
-                messages, model=self.model, max_tokens=self.max_tokens, json_mode=True
-            )
+            reply = await self.llm.chat(messages, model=self.model, max_tokens=self.max_tokens, json_mode=True)
             text = (reply.choices[0].message.content or "") if reply.choices else ""
             try:
                 values = parse_json_activations(text, len(tokens))
@@ -141,9 +126,7 @@ class AllAtOnceSimulator:
         expected: list[float] = []
         dist_values: list[list[float]] = []
         dist_probs: list[list[float]] = []
-        for token, offset, top in zip(
-            logprobs.tokens, logprobs.text_offset, logprobs.top_logprobs, strict=False
-        ):
+        for token, offset, top in zip(logprobs.tokens, logprobs.text_offset, logprobs.top_logprobs, strict=False):
             if offset < section or token.strip() != UNKNOWN:
                 continue
             if not (token.startswith("\t") or prompt[offset - 1 : offset] == "\t"):

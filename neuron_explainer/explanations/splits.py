@@ -16,9 +16,7 @@ from neuron_explainer.errors import BadInput
 DEFAULT_EXAMPLES_PER_SPLIT = 5
 
 
-def _strided(
-    records: list[ActivationRecord], start: int, stride: int, n: int | None
-) -> list[ActivationRecord]:
+def _strided(records: list[ActivationRecord], start: int, stride: int, n: int | None) -> list[ActivationRecord]:
     picked = records[start::stride]
     return picked if n is None else picked[:n]
 
@@ -48,9 +46,7 @@ def valid_records(
     As in the original, the top records come first, so a small ``max_sequences`` scores on top
     records only (biased upwards); the default scores on all of them.
     """
-    records = _strided(record.most_positive_activation_records, 2, 4, n) + _strided(
-        record.random_sample, 1, 3, n
-    )
+    records = _strided(record.most_positive_activation_records, 2, 4, n) + _strided(record.random_sample, 1, 3, n)
     if max_sequences is not None:
         if max_sequences < 1:
             raise BadInput(f"maxSequences must be at least 1, got {max_sequences}", argument="maxSequences")
