@@ -10,8 +10,9 @@ from neuron_explainer.jobs.events import (
     Started,
 )
 from neuron_explainer.jobs.log import EventLog, InMemoryEventLog
-from neuron_explainer.jobs.manager import Job, JobKind, JobManager, JobResult, JobSpec, JobStatus, PersistHook
+from neuron_explainer.jobs.manager import Job, JobManager, PersistHook
 from neuron_explainer.jobs.persist import ExplanationWriter
+from neuron_explainer.jobs.spec import JobKind, JobResult, JobSpec, JobStatus, MethodResult
 
 __all__ = [
     "Completed",
@@ -27,6 +28,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "JobStatus",
+    "MethodResult",
     "PersistHook",
     "Progress",
     "SequenceSimulated",

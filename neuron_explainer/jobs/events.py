@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from neuron_explainer.explanations.outcomes import SequenceSimulated
+
 
 @dataclass(frozen=True, slots=True)
 class Started:
@@ -21,21 +23,8 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class ExplanationProduced:
     text: str
-    seq: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class SequenceSimulated:
-    """One scored sequence (neurons, latents) or one labelled token pair (heads: ``predicted`` and
-    ``actual`` hold one value each, the pair's probability and 0/1 label, and ``sequence_score`` is None)."""
-
-    index: int
-    tokens: list[str]
-    predicted: list[float]
-    actual: list[float]
-    sequence_score: float | None
-    running_score: float | None
-    """The job's score over every sequence finished so far."""
+    provenance: dict[str, object] | None = None
+    """How it was written (few-shot set, prompt tokens); a resumed job stores it with the explanation."""
     seq: int = -1
 
 
@@ -50,7 +39,10 @@ class Progress:
 class Completed:
     explanation: str
     score: float | None
-    """None for an explanation that was not scored, or a head score with one class of pairs."""
+    """The first scoring method's score; None for an explanation that was not scored, or a head score
+    with one class of pairs."""
+    scores: dict[str, float | None] | None = None
+    """Every scoring method's score, in the job's order (one entry per method; None when not scored)."""
     seq: int = -1
 
 

@@ -79,6 +79,10 @@ class InMemoryEventLog:
             condition.notify_all()
         return stored
 
+    def _ends(self, job_id: str, events: list[JobEvent], position: int, count: int) -> bool:
+        """Whether a follower stops after ``events[position]`` (a log that others resume overrides it)."""
+        return ends_log(events, position, count)
+
     def _visible(self, job_id: str) -> int:
         """How many of the job's events readers may see (all of them here; ``StoreEventLog``: those stored)."""
         return len(self._events.get(job_id, []))
@@ -90,14 +94,14 @@ class InMemoryEventLog:
         while True:
             async with condition:
                 end = self._visible(job_id)
-                if end and is_terminal(events[end - 1]) and position >= end:
+                if end and self._ends(job_id, events, end - 1, end) and position >= end:
                     return  # resumed after the end: nothing more will come
                 while self._visible(job_id) <= position:
                     await condition.wait()
                 end = self._visible(job_id)
             for i in range(position, end):
                 yield events[i]
-                if ends_log(events, i, end):
+                if self._ends(job_id, events, i, end):
                     return
             position = end
 

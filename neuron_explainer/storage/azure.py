@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import re
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob.aio import BlobServiceClient, LinearRetry
+from azure.storage.blob.aio import BlobServiceClient
 
-from neuron_explainer.errors import BadInput, UpstreamUnavailable
+from neuron_explainer.errors import BadInput
+from neuron_explainer.storage.azure_errors import AzureRetry, first_line, service_error, unreachable
 from neuron_explainer.storage.azure_reads import BlobGetter
 from neuron_explainer.storage.base import PreconditionFailed
 from neuron_explainer.storage.paths import check_path, check_prefix
@@ -67,12 +69,9 @@ class AzureStore:
         if prefix:
             check_prefix(prefix)
         self._prefix = f"{prefix}/" if prefix else ""
+        retry = AzureRetry(retry_total, retry_backoff_s)
         config: dict[str, Any] = {
-            "retry_policy": LinearRetry(
-                backoff=retry_backoff_s,  # type: ignore[arg-type]  # the SDK annotates int, uses float
-                retry_total=retry_total,
-                random_jitter_range=retry_backoff_s / 2,  # type: ignore[arg-type]
-            ),
+            "retry_policy": retry.sdk_policy(),
             "connection_timeout": connection_timeout_s,
             "read_timeout": read_timeout_s,
         }
@@ -94,9 +93,14 @@ class AzureStore:
         self._getter: BlobGetter | None = None
         if BlobGetter.supports(credential):
             self._getter = BlobGetter(
-                self._container.url, container, credential, location=self._location,
-                max_concurrency=max_concurrency, connection_timeout_s=connection_timeout_s,
-                read_timeout_s=read_timeout_s, retry_total=retry_total, retry_backoff_s=retry_backoff_s,
+                self._container.url,
+                container,
+                credential,
+                location=self._location,
+                max_concurrency=max_concurrency,
+                connection_timeout_s=connection_timeout_s,
+                read_timeout_s=read_timeout_s,
+                retry=retry,
             )
 
     @property
@@ -144,7 +148,7 @@ class AzureStore:
                         result = await self._container.get_blob_client(name).upload_blob(data, **conditions)
                         return str(result["etag"])
                     except (ResourceExistsError, ResourceModifiedError) as e:
-                        raise PreconditionFailed(f"{path!r}: {_first_line(e)}") from e
+                        raise PreconditionFailed(f"{path!r}: {first_line(e)}") from e
                     except ResourceNotFoundError as e:
                         if if_match:  # a blob that is not there cannot match an ETag
                             raise PreconditionFailed(f"{path!r} does not exist") from e
@@ -153,7 +157,7 @@ class AzureStore:
                         await self._create_container()
                     except HttpResponseError as e:
                         if e.status_code in (409, 412):
-                            raise PreconditionFailed(f"{path!r}: {_first_line(e)}") from e
+                            raise PreconditionFailed(f"{path!r}: {first_line(e)}") from e
                         raise
         raise AssertionError("unreachable")
 
@@ -169,6 +173,28 @@ class AzureStore:
                     self._check_is_blob_service(e, "list", prefix)
                     return []
         return sorted(names)
+
+    async def list_times(self, prefix: str) -> builtins.list[tuple[str, float]]:
+        start = self._prefix + check_prefix(prefix)
+        found: builtins.list[tuple[str, float]] = []
+        async with self._semaphore:
+            with self._errors("list", prefix):
+                try:
+                    async for blob in self._container.list_blobs(name_starts_with=start or None):
+                        found.append((blob.name[len(self._prefix) :], blob.last_modified.timestamp()))
+                except ResourceNotFoundError as e:
+                    self._check_is_blob_service(e, "list", prefix)
+                    return []
+        return sorted(found)
+
+    async def delete(self, path: str) -> None:
+        name = self._prefix + check_path(path)
+        async with self._semaphore:
+            with self._errors("delete", path):
+                try:
+                    await self._container.delete_blob(name)
+                except ResourceNotFoundError as e:
+                    self._check_is_blob_service(e, "delete", path)
 
     async def close(self) -> None:
         if self._getter is not None:
@@ -188,12 +214,7 @@ class AzureStore:
         (``x-ms-error-code``). A bare 404 comes from something else at that URL (a proxy, a web
         server, a wrong host), and treating it as "no such blob" would hide the misconfiguration."""
         if getattr(e, "error_code", None) is None:
-            raise UpstreamUnavailable(
-                f"{self._location} is not answering as an Azure blob service ({verb} {path!r}: bare 404)",
-                location=self._location,
-                blob=path,
-                status=404,
-            ) from e
+            raise service_error(self._location, verb, path, "bare 404", 404) from e
 
     @contextlib.contextmanager
     def _errors(self, verb: str, path: str) -> Iterator[None]:
@@ -201,24 +222,9 @@ class AzureStore:
         try:
             yield
         except HttpResponseError as e:
-            denied = isinstance(e, ClientAuthenticationError) or e.status_code in (401, 403)
-            what = "access denied by" if denied else "blob service error at"
+            status = 401 if isinstance(e, ClientAuthenticationError) else (e.status_code or 0)
             code = getattr(e, "error_code", None)
-            raise UpstreamUnavailable(
-                f"{what} {self._location} ({verb} {path!r}): {_first_line(e)}",
-                location=self._location,
-                blob=path,
-                status=e.status_code,
-                error_code=None if code is None else str(getattr(code, "value", code)),
-            ) from e
+            error_code = None if code is None else str(getattr(code, "value", code))
+            raise service_error(self._location, verb, path, first_line(e), status, error_code) from e
         except (TimeoutError, AzureError, aiohttp.ClientError, OSError) as e:
-            raise UpstreamUnavailable(
-                f"cannot reach blob storage at {self._location} ({verb} {path!r}): {_first_line(e)}",
-                location=self._location,
-                blob=path,
-            ) from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+            raise unreachable(self._location, verb, path, e) from e

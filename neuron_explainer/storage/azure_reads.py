@@ -11,7 +11,6 @@ on the SDK, where ETag handling and error mapping matter more than microseconds.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ import aiohttp
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from neuron_explainer.errors import UpstreamUnavailable
+from neuron_explainer.storage.azure_errors import AzureRetry, retryable, service_error, unreachable
 
 _SAS_LIFETIME = timedelta(days=7)
 _SAS_RENEW_AFTER_S = 24 * 3600.0
@@ -39,8 +39,7 @@ class BlobGetter:
         max_concurrency: int,
         connection_timeout_s: float,
         read_timeout_s: float,
-        retry_total: int,
-        retry_backoff_s: float,
+        retry: AzureRetry,
     ) -> None:
         self._base = container_url.rstrip("/") + "/"
         self._container = container
@@ -48,8 +47,7 @@ class BlobGetter:
         self._location = location
         self._limit = max_concurrency
         self._timeout = aiohttp.ClientTimeout(sock_connect=connection_timeout_s, sock_read=read_timeout_s)
-        self._retry_total = retry_total
-        self._retry_backoff_s = retry_backoff_s
+        self._retry = retry
         self._session: aiohttp.ClientSession | None = None
         self._sas: str | None = None
         self._sas_made_at = 0.0
@@ -84,34 +82,24 @@ class BlobGetter:
     async def get(self, name: str) -> tuple[bytes, str] | None:
         url = self._base + quote(name) + self._query()
         last: BaseException | None = None
-        for attempt in range(self._retry_total + 1):
-            if attempt:
-                await asyncio.sleep(self._retry_backoff_s * (0.75 + random.random() / 2))
+        for delay in self._retry.delays():
+            await asyncio.sleep(delay)
             try:
                 async with self._client().get(url) as response:
                     if response.status == 200:
                         return await response.read(), response.headers.get("ETag", "")
-                    if response.status == 404 and response.headers.get("x-ms-error-code"):
+                    code = response.headers.get("x-ms-error-code")
+                    if response.status == 404 and code:
                         return None
-                    if response.status < 500 and response.status != 429:
-                        raise self._failure(name, f"HTTP {response.status} "
-                                            f"{response.headers.get('x-ms-error-code') or 'bare 404'}", response.status)
-                    last = self._failure(name, f"HTTP {response.status}", response.status)
+                    why = f"HTTP {response.status} {code or ('bare 404' if response.status == 404 else '')}".strip()
+                    last = service_error(self._location, "read", name, why, response.status, code)
+                    if not retryable(response.status):
+                        raise last
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 last = e
         if isinstance(last, UpstreamUnavailable):
             raise last
-        raise UpstreamUnavailable(
-            f"cannot reach blob storage at {self._location} (read {name!r}): {last or 'no answer'}",
-            location=self._location, blob=name,
-        ) from last
-
-    def _failure(self, name: str, why: str, status: int) -> UpstreamUnavailable:
-        what = "access denied by" if status in (401, 403) else "blob service error at"
-        if status == 404:
-            what = "not answering as an Azure blob service:"
-        return UpstreamUnavailable(f"{what} {self._location} (read {name!r}): {why}",
-                                   location=self._location, blob=name, status=status)
+        raise unreachable(self._location, "read", name, last) from last
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,7 +1,8 @@
-"""The ``BlobStore`` protocol: three verbs over bytes at paths."""
+"""The ``BlobStore`` protocol: a few verbs over bytes at paths."""
 
 from __future__ import annotations
 
+import builtins
 from typing import Protocol, runtime_checkable
 
 
@@ -33,6 +34,14 @@ class BlobStore(Protocol):
 
     async def list(self, prefix: str) -> list[str]:
         """Paths of blobs under ``prefix`` (recursive), sorted."""
+        ...
+
+    async def list_times(self, prefix: str) -> builtins.list[tuple[str, float]]:
+        """``(path, last modified as a Unix time)`` of blobs under ``prefix``, sorted by path."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """Remove the blob; a missing one is not an error."""
         ...
 
     async def close(self) -> None: ...

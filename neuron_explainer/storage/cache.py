@@ -57,6 +57,11 @@ class ByteLRU(Generic[K, V]):
         self.hits += 1
         return entry[0]
 
+    def peek(self, key: K) -> V | None:
+        """The value without counting a hit or refreshing its recency."""
+        entry = self._peek(key)
+        return entry[0] if entry is not None else None
+
     def put(self, key: K, value: V, size: int) -> None:
         if size < 0:
             raise ValueError("size must be >= 0")
@@ -92,9 +97,7 @@ class ByteLRU(Generic[K, V]):
             self._inflight[key] = task
         return await asyncio.shield(task)
 
-    async def _load(
-        self, key: K, size_of: Callable[[V], int], loader: Callable[[], Awaitable[V | None]]
-    ) -> V | None:
+    async def _load(self, key: K, size_of: Callable[[V], int], loader: Callable[[], Awaitable[V | None]]) -> V | None:
         self.loads += 1
         me = asyncio.current_task()
         try:

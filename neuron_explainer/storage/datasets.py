@@ -240,6 +240,4 @@ async def register_dataset(store: BlobStore, spec: DatasetSpec, *, attempts: int
             return
         except PreconditionFailed:
             await asyncio.sleep(random.uniform(0, 0.05))
-    raise UpstreamUnavailable(
-        f"dataset index {blob} kept changing; gave up after {attempts} tries", blob=blob
-    )
+    raise UpstreamUnavailable(f"dataset index {blob} kept changing; gave up after {attempts} tries", blob=blob)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -14,6 +15,9 @@ from pathlib import Path
 from neuron_explainer.errors import UpstreamUnavailable
 from neuron_explainer.storage.base import PreconditionFailed
 from neuron_explainer.storage.paths import check_path, check_prefix
+
+LOCKS_FOLDER = ".locks"
+LOCK_STRIPES = 64
 
 
 def content_etag(data: bytes) -> str:
@@ -31,9 +35,10 @@ class LocalStore:
     half a file).
 
     A conditional ``put`` is atomic across coroutines (one ``asyncio.Lock`` per path, so waiting writers
-    do not each hold a thread) and across processes (``fcntl.flock`` on a sidecar ``.{name}.lock`` file
-    next to the blob). Every put takes the lock, so an unconditional write cannot slip between another
-    writer's check and rename. All file I/O runs in ``asyncio.to_thread``.
+    do not each hold a thread) and across processes (``fcntl.flock`` on one of ``LOCK_STRIPES`` lock files
+    in ``.locks/`` at the root, chosen by the path's hash: a fixed handful, where a sidecar per blob left
+    thousands behind). Every put takes the lock, so an unconditional write cannot slip between another
+    writer's check and rename. Reads take no lock and write nothing. All file I/O runs in ``asyncio.to_thread``.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -69,6 +74,24 @@ class LocalStore:
     async def list(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list, check_prefix(prefix))
 
+    async def list_times(self, prefix: str) -> builtins.list[tuple[str, float]]:
+        def stat(paths: builtins.list[str]) -> builtins.list[tuple[str, float]]:
+            found = []
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):  # deleted since it was listed
+                    found.append((path, self._file(path).stat().st_mtime))
+            return found
+
+        return await asyncio.to_thread(stat, await self.list(prefix))
+
+    async def delete(self, path: str) -> None:
+        file = self._file(path)
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = self._locks[path] = asyncio.Lock()
+        async with lock:
+            await asyncio.to_thread(self._delete, file, path)
+
     async def close(self) -> None:
         return None
 
@@ -82,10 +105,16 @@ class LocalStore:
                 f"cannot read {path!r} under {self.location}: {e}", location=self.location, blob=path
             ) from e
 
+    def _lock_file(self, path: str) -> Path:
+        stripe = int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], "big") % LOCK_STRIPES
+        folder = self._root / LOCKS_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{stripe:02d}.lock"
+
     def _write(self, file: Path, path: str, data: bytes, if_match: str | None) -> str:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            lock_file = file.with_name(f".{file.name}.lock")
+            lock_file = self._lock_file(path)
             with open(lock_file, "a+b") as lock_handle:
                 fcntl.flock(lock_handle.fileno(), fcntl.LOCK_EX)  # released when the handle closes
                 if if_match is not None:
@@ -106,11 +135,26 @@ class LocalStore:
             ) from e
         return content_etag(data)
 
+    def _delete(self, file: Path, path: str) -> None:
+        try:
+            with open(file.with_name(f".{file.name}.lock"), "a+b") as lock_handle:
+                fcntl.flock(lock_handle.fileno(), fcntl.LOCK_EX)  # not between another writer's check and rename
+                file.unlink(missing_ok=True)
+            file.with_name(f".{file.name}.lock").unlink(missing_ok=True)
+        except FileNotFoundError:  # its folder is gone: so is the blob
+            return
+        except OSError as e:
+            raise UpstreamUnavailable(
+                f"cannot delete {path!r} under {self.location}: {e}", location=self.location, blob=path
+            ) from e
+
     def _list(self, prefix: str) -> builtins.list[str]:
         directory, _, _ = prefix.rpartition("/")
         base = self._root.joinpath(*directory.split("/")) if directory else self._root
         found: list[str] = []
-        for dirpath, _dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base):
+            if Path(dirpath) == self._root and LOCKS_FOLDER in dirnames:
+                dirnames.remove(LOCKS_FOLDER)
             rel_dir = Path(dirpath).relative_to(self._root).as_posix()
             for name in filenames:
                 if _is_bookkeeping(name):

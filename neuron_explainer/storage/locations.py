@@ -17,16 +17,18 @@ Otherwise access is anonymous, which is how the original public datasets are rea
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from neuron_explainer.errors import BadInput
 from neuron_explainer.storage.azure import AzureStore
 from neuron_explainer.storage.base import BlobStore
 from neuron_explainer.storage.local import LocalStore
 
+log = logging.getLogger(__name__)
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 _CONNECTION_STRING_START = re.compile(r"^[A-Za-z][A-Za-z0-9]*=")
 _PUBLIC_SUFFIX = ".blob.core.windows.net"
@@ -73,6 +75,15 @@ def _split_container(path: str, location: str) -> tuple[str, str]:
     return container, prefix
 
 
+def redact(location: str) -> str:
+    """``location`` fit to show: no password in a URL's user part, no SAS token."""
+    if "://" not in location:
+        return location if not _CONNECTION_STRING_START.match(location) else "<connection string>"
+    parts = urlsplit(location)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "<sas>" if parts.query else "", ""))
+
+
 def open_store(location: str, *, connection_string: str | None = None) -> BlobStore:
     """Open the store a location names; ``BadInput`` if it cannot be parsed. Does no I/O."""
     location = location.strip()
@@ -102,9 +113,7 @@ def open_store(location: str, *, connection_string: str | None = None) -> BlobSt
     if scheme == "az":
         account = parts.netloc
         if not account:
-            raise BadInput(
-                f"{location!r} must look like az://<account>/<container>/<prefix>", location=location
-            )
+            raise BadInput(f"{location!r} must look like az://<account>/<container>/<prefix>", location=location)
         container, prefix = _split_container(parts.path, location)
         if conn is not None and conn.account == account:
             return AzureStore(container, prefix, connection_string=conn.text)
@@ -113,7 +122,14 @@ def open_store(location: str, *, connection_string: str | None = None) -> BlobSt
     if scheme in ("http", "https"):
         host = (parts.hostname or "").lower()
         if not host:
-            raise BadInput(f"{location!r} has no host", location=location)
+            raise BadInput(f"{redact(location)!r} has no host", location=redact(location))
+        if parts.username is not None or parts.password is not None:
+            # Blob storage takes no user:password: dropped here, so it is never sent, logged or shown.
+            log.warning(
+                "ignoring the user and password in %s (use a SAS or %s)", redact(location), ENV_CONNECTION_STRING
+            )
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+            location = urlunsplit(parts)
         sas = f"?{parts.query}" if parts.query else ""
         if host.endswith(_PUBLIC_SUFFIX):
             account = host[: -len(_PUBLIC_SUFFIX)]
@@ -134,7 +150,7 @@ def open_store(location: str, *, connection_string: str | None = None) -> BlobSt
         return AzureStore(container, prefix, account_url=endpoint + sas, credential=credential)
 
     raise BadInput(
-        f"storage location {location!r}: unsupported scheme {parts.scheme!r} "
+        f"storage location {redact(location)!r}: unsupported scheme {parts.scheme!r} "
         "(use a folder, file://, az://, http(s):// or a connection string)",
         location=location,
     )

@@ -7,6 +7,8 @@ the same in both, so what the server wrote shadows nothing and is found by the s
 
 from __future__ import annotations
 
+import builtins
+
 from neuron_explainer.storage.base import BlobStore
 
 
@@ -37,6 +39,15 @@ class OverlayStore:
 
     async def list(self, prefix: str) -> list[str]:
         return sorted(set(await self.writable.list(prefix)) | set(await self.base.list(prefix)))
+
+    async def list_times(self, prefix: str) -> builtins.list[tuple[str, float]]:
+        found: dict[str, float] = dict(await self.base.list_times(prefix))
+        found.update(await self.writable.list_times(prefix))
+        return sorted(found.items())
+
+    async def delete(self, path: str) -> None:
+        """Deletes what this server wrote; the read-only base is never touched."""
+        await self.writable.delete(path)
 
     async def close(self) -> None:
         await self.writable.close()

@@ -16,15 +16,16 @@ import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 from neuron_explainer.activations.codec import decode_neuron_record
 from neuron_explainer.activations.records import NeuronRecord
 from neuron_explainer.errors import BadInput, CorruptBlob, NotFound, UpstreamUnavailable
-from neuron_explainer.explanations.codec import decode_explanations, encode_explanations
+from neuron_explainer.explanations.classification import ClassifiedExplanation
+from neuron_explainer.explanations.codec import AnyResults, decode_explanations, encode_explanations
 from neuron_explainer.explanations.results import (
-    AttentionSimulationResults,
-    NeuronSimulationResults,
     ScoredAttentionExplanation,
     ScoredExplanation,
     preferred_score,
@@ -34,7 +35,7 @@ from neuron_explainer.storage.base import BlobStore, PreconditionFailed
 from neuron_explainer.storage.cache import ByteLRU
 from neuron_explainer.storage.datasets import DatasetRegistry, DatasetSpec, explanation_path, record_path
 
-ExplanationResults = NeuronSimulationResults | AttentionSimulationResults
+ExplanationResults = AnyResults
 
 DECODED_BYTES_PER_BLOB_BYTE = 4
 """Cache sizes are estimated as blob bytes times this: a decoded record's Python floats and strings
@@ -58,7 +59,7 @@ class StoredExplanation:
     """``ev_correlation_score`` (neurons, latents) or ``roc_auc_score`` (heads); None if unscored or NaN."""
     dataset: str
     method: str | None
-    raw: ScoredExplanation | ScoredAttentionExplanation
+    raw: ScoredExplanation | ScoredAttentionExplanation | ClassifiedExplanation
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,27 +95,49 @@ class RecordReader:
             max(cache_bytes // 16, 1 << 20), ttl_s=explanations_ttl_s
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._metadata: dict[str, dict[str, Any] | None] = {}
         self.explanation_methods = tuple(explanation_methods)
         """Scoring methods whose per-method explanation datasets ``get_explanations`` also reads."""
+
+    def add_datasets(self, specs: Sequence[DatasetSpec], *, last: bool = False) -> None:
+        """Serve these datasets too (the demo dataset or a live build just wrote them); ``last``: tried
+        after every dataset known now (a live build never shadows stored records)."""
+        known = self.registry.all()
+        missing = [spec for spec in specs if spec not in known]
+        if missing:
+            self.registry = DatasetRegistry([*known, *missing]) if last else self.registry.with_datasets(missing)
 
     def blob_name(self, path: str) -> str:
         """The readable full name of a blob, for errors and provenance."""
         return f"{self.store.location.rstrip('/')}/{path}"
 
-    async def get_record(self, node: NodeId) -> StoredRecord:
-        """The node's record from the first dataset that has it; ``NotFound`` naming every blob tried."""
+    async def get_record(self, node: NodeId, dataset: DatasetSpec | None = None) -> StoredRecord:
+        """The node's record from the first dataset that has it (or from ``dataset`` alone);
+        ``NotFound`` naming every blob tried."""
         tried: list[str] = []
-        for spec in self.registry.datasets_for(node):
+        for spec in self.registry.datasets_for(node) if dataset is None else [dataset]:
             path = record_path(spec, node.layer, node.index)
             entry = await self.records.get_or_load(path, _size, functools.partial(self._load_record, path))
             if entry is not None:
                 return StoredRecord(entry.value, spec)
             tried.append(self.blob_name(path))
         if not tried:
-            raise NotFound(
-                f"no dataset holds {node.kind.value} records of {node.model}", node=str(node), tried=[]
-            )
+            raise NotFound(f"no dataset holds {node.kind.value} records of {node.model}", node=str(node), tried=[])
         raise NotFound(f"no dataset has {node} (tried {', '.join(tried)})", node=str(node), tried=tried)
+
+    async def dataset_metadata(self, spec: DatasetSpec) -> dict[str, Any] | None:
+        """``{records_path}/metadata.json`` as the dataset builder wrote it (how the dataset was made:
+        settings, quantile levels, corpus hash); ``None`` for datasets without one (the public ones) or
+        one that does not parse. Read once per dataset: the builder's settings of a dataset never change."""
+        if spec.name not in self._metadata:
+            async with self._semaphore:
+                raw = await self.store.get(f"{spec.records_path.rstrip('/')}/metadata.json")
+            try:
+                value = orjson.loads(raw) if raw is not None else None
+            except orjson.JSONDecodeError:
+                value = None
+            self._metadata[spec.name] = value if isinstance(value, dict) else None
+        return self._metadata[spec.name]
 
     async def get_explanations(self, node: NodeId) -> list[StoredExplanation]:
         """Every explanation of the node across its datasets, in registry order, then the per-method
@@ -140,14 +163,8 @@ class RecordReader:
         it is called again after every lost race, on the winner's data, so it must be a pure function
         of its argument (e.g. "append my explanation"). Nobody's write is lost.
         """
-        if (
-            dataset.model != node.model
-            or dataset.kind is not node.kind
-            or dataset.autoencoder != node.autoencoder
-        ):
-            raise BadInput(
-                f"dataset {dataset.name!r} does not hold {node}", node=str(node), dataset=dataset.name
-            )
+        if dataset.model != node.model or dataset.kind is not node.kind or dataset.autoencoder != node.autoencoder:
+            raise BadInput(f"dataset {dataset.name!r} does not hold {node}", node=str(node), dataset=dataset.name)
         path = explanation_path(dataset, node.layer, node.index)
         blob = self.blob_name(path)
         for attempt in range(attempts):
@@ -185,9 +202,7 @@ class RecordReader:
 
     async def _explanations_in(self, spec: DatasetSpec, node: NodeId) -> list[StoredExplanation]:
         path = explanation_path(spec, node.layer, node.index)
-        entry = await self.explanations.get_or_load(
-            path, _size, functools.partial(self._load_explanations, path)
-        )
+        entry = await self.explanations.get_or_load(path, _size, functools.partial(self._load_explanations, path))
         results = entry.value if entry is not None else None
         if results is None:
             return []
@@ -201,7 +216,9 @@ class RecordReader:
         for scored in results.scored_explanations:
             if scored.explanation is None:
                 continue
-            method = spec.method or scored.method
+            method = spec.method or (
+                scored.scored_classification.method if isinstance(scored, ClassifiedExplanation) else scored.method
+            )
             score = preferred_score(scored)
             out.append(StoredExplanation(scored.explanation, score, spec.name, method, scored))
         return out
