@@ -20,7 +20,14 @@ class NeuronExplainerError(Exception):
         self.fields = fields
 
     def extensions(self) -> dict[str, Any]:
-        return {"code": self.code, **{k: v for k, v in self.fields.items() if v is not None}}
+        """``extensions`` of the GraphQL error: the code, and the fields with camelCase keys (``job_id`` is
+        ``jobId``), as every other GraphQL name."""
+        return {"code": self.code, **{camel_case(k): v for k, v in self.fields.items() if v is not None}}
+
+
+def camel_case(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 class BadInput(NeuronExplainerError):

@@ -36,6 +36,9 @@ class NodeKind(enum.Enum):
 
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NUMBER = re.compile(r"[0-9]{1,9}")
+"""ASCII digits only: ``str.isdigit`` accepts superscripts (which ``int`` refuses) and ``int`` reads
+full-width and other scripts' digits as numbers (``"３"`` would be node 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,9 @@ class NodeId:
                 argument="id",
             )
         model, middle, layer_text, index_text = parts
-        if not _SEGMENT.match(model) or not _SEGMENT.match(middle):
+        if not _SEGMENT.fullmatch(model) or not _SEGMENT.fullmatch(middle):
             raise BadInput(f"node id {text!r} has an invalid model or kind segment", argument="id")
-        if not (layer_text.isdigit() and index_text.isdigit()) or len(layer_text) > 6 or len(index_text) > 9:
+        if not (_NUMBER.fullmatch(layer_text) and _NUMBER.fullmatch(index_text)) or len(layer_text) > 6:
             raise BadInput(f"node id {text!r}: layer and index must be non-negative integers", argument="id")
         layer, index = int(layer_text), int(index_text)
         try:

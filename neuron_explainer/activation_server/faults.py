@@ -6,7 +6,9 @@
 - ``{"internal_follow_node": "<node id>"}``: a ``jobEvents`` subscription to a job on that node raises
   one after its first event;
 - ``{"oom_batches": n}``: the inference engine's next ``n`` batches raise ``torch.cuda.OutOfMemoryError``
-  on its worker thread (the engine's ``before_batch`` seam), as a GPU out of memory would.
+  on its worker thread (the engine's ``before_batch`` seam), as a GPU out of memory would;
+- ``{"start_delay_s": s}``: start-up waits ``s`` seconds before opening anything, as a slow model load
+  would (``start_delay``), so a test can watch the server while it is starting.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from resolvers.context import Services
+from neuron_explainer.resolvers.context import Services
 
 ENV = "NEURON_EXPLAINER_TEST_FAULTS"
 log = logging.getLogger("neuron_explainer.server")
@@ -25,6 +27,11 @@ log = logging.getLogger("neuron_explainer.server")
 
 class InjectedFault(RuntimeError):
     """Deliberately not a ``NeuronExplainerError``: it stands for a bug."""
+
+
+def start_delay() -> float:
+    raw = os.environ.get(ENV)
+    return float(json.loads(raw).get("start_delay_s", 0)) if raw else 0.0
 
 
 def install(services: Services) -> None:
@@ -62,15 +69,21 @@ def _break_jobs(services: Services, node: str | None, follow_node: str | None) -
             if target == follow_node:
                 raise InjectedFault(f"injected internal error following a job on {follow_node}")
 
-    jobs.explain, jobs.score, jobs.log.follow = broken_explain, broken_score, broken_follow
+    # Monkey-patching is the point of a fault seam: the real methods stay untouched in production.
+    jobs.explain = broken_explain  # type: ignore[method-assign,assignment]
+    jobs.score = broken_score  # type: ignore[method-assign,assignment]
+    jobs.log.follow = broken_follow  # type: ignore[method-assign]
 
 
 def _oom_batches(services: Services, count: int) -> None:
-    engine = services.engine
-    if engine is None:
-        log.warning("oom_batches: no inference engine runs")
-        return
     import torch
+
+    from neuron_explainer.inference.engine import InferenceEngine
+
+    engine = getattr(services.engine, "backend", services.engine)  # behind the live queue's bound
+    if not isinstance(engine, InferenceEngine):
+        log.warning("oom_batches: no in-process inference engine runs")
+        return
 
     left = [count]
     chained = getattr(engine, "_before_batch", None)

@@ -1,24 +1,27 @@
-"""The Strawberry ASGI app: per-request context and GraphiQL served from local assets."""
+"""The WebSocket side of GraphQL (strawberry's app: graphql-transport-ws and the legacy graphql-ws) and
+GraphiQL served from local assets. Queries and mutations over HTTP are ``graphql_http.GraphQLHTTP``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import orjson
-from cross_web import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.types import ExecutionResult
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import CompleteMessage, ErrorMessage
+from strawberry.types.execution import PreExecutionError
 
-from resolvers.context import Context, Services, build_context
-from schema import schema
+from neuron_explainer.activation_server.origins import OriginPolicy
+from neuron_explainer.activation_server.services import ServerState
+from neuron_explainer.schema import schema
+from neuron_explainer.schema.context import RequestContext, request_context
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -38,48 +41,78 @@ class TextFrameAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
-class GraphQLApp(GraphQL[Context, None]):
-    websocket_adapter_class = TextFrameAdapter
+class LegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
+    """The legacy graphql-ws protocol for every operation type: strawberry's handler subscribes, which
+    fails a query or mutation sent over it as an internal error; ``stream`` runs each as its kind."""
 
-    def __init__(self, services: Services, allowed_origins: list[str] | None = None) -> None:
-        kwargs: dict[str, Any] = {"graphql_ide": "graphiql"}
-        if allowed_origins is not None:
-            kwargs["allowed_origins"] = allowed_origins
-        super().__init__(schema, **kwargs)
-        self.services = services
-
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        return build_context(self.services, request, response)
-
-    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
-        # Every error leaves with a code, including the few (syntax errors under the parser cache) that
-        # reach here without passing the schema's error extension.
-        response = await super().process_result(request, result)
-        errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
-        for error in errors:
-            extensions = error.setdefault("extensions", {})
-            extensions.setdefault(
-                "code", "GRAPHQL_VALIDATION_FAILED" if "path" not in error else "INTERNAL_SERVER_ERROR"
+    async def handle_async_results(
+        self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
+    ) -> None:
+        try:
+            source = await self.schema.stream(  # type: ignore[attr-defined]
+                query,
+                variable_values=variables,
+                operation_name=operation_name,
+                context_value=self.context,
+                root_value=self.root_value,
             )
-        return response
+            self.subscriptions[operation_id] = source
+            first = True
+            async for result in source:
+                if first and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    payload = result.errors[0].formatted
+                    await self.send_message(ErrorMessage(type="error", id=operation_id, payload=payload))
+                    return
+                await self.send_data_message(result, operation_id)  # type: ignore[arg-type]
+                first = False
+            await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        except asyncio.CancelledError:
+            await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        finally:
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
+
+def server_state(connection: HTTPConnection) -> ServerState:
+    """The lifespan state of the server this request reached."""
+    state = connection.state.server
+    assert isinstance(state, ServerState), "the lifespan has not started"
+    return state
+
+
+def render_ide() -> HTMLResponse:
+    page = STATIC_DIR / "graphiql" / "index.html"
+    if page.is_file():
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+    return HTMLResponse(_MISSING_IDE)
+
+
+class GraphQLApp(GraphQL[RequestContext, None]):
+    websocket_adapter_class = TextFrameAdapter
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def __init__(self, origins: OriginPolicy) -> None:
+        super().__init__(schema, graphql_ide="graphiql")
+        self.origins = origins
+
+    def is_websocket_origin_allowed(self, request: object, origin: str) -> bool:
+        return self.origins.allows(origin)
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> RequestContext:
+        state = server_state(request)
+        return request_context(state.services, state.policy, state.responses, request, response, state.metrics)
 
     def decode_json(self, data: str | bytes) -> object:
-        """A body that is not UTF-8 JSON, or JSON that is no object (or batch list), is the client's
-        error (400), where strawberry would answer 500."""
+        """WebSocket messages: a frame that nests too deep to read is dropped like any unparsable one."""
         try:
-            value = json.loads(data)
-        except UnicodeDecodeError as exc:
-            raise json.JSONDecodeError(f"request body is not UTF-8: {exc.reason}", "", 0) from exc
-        if not isinstance(value, dict | list):
-            raise HTTPException(400, "The request body must be a JSON object.")
-        return value
+            return json.loads(data)
+        except RecursionError:
+            raise json.JSONDecodeError("the message nests too deep to read", "", 0) from None
 
     def encode_json(self, data: object) -> bytes:
         # orjson: ~10x faster than json.dumps on large float lists; NaN/inf become null.
         return orjson.dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
-        page = STATIC_DIR / "graphiql" / "index.html"
-        if page.is_file():
-            return HTMLResponse(page.read_text(encoding="utf-8"))
-        return HTMLResponse(_MISSING_IDE)
+        return render_ide()

@@ -56,8 +56,7 @@ def attention_window(n_tokens: int, n_values: int) -> int:
         return n_tokens
     if n_values > full:
         raise ValueError(
-            f"{n_values} token-pair values for {n_tokens} tokens: more than the {full} pairs of a full "
-            f"lower triangle"
+            f"{n_values} token-pair values for {n_tokens} tokens: more than the {full} pairs of a full lower triangle"
         )
     try:
         missing_rows = inverse_triangular(full - n_values)
@@ -88,9 +87,7 @@ def row_lengths(n_tokens: int, window: int) -> list[int]:
     return [min(i + 1, window) for i in range(n_tokens)]
 
 
-def flat_index_to_pair(
-    flat_index: int, n_tokens: int | None = None, n_values: int | None = None
-) -> tuple[int, int]:
+def flat_index_to_pair(flat_index: int, n_tokens: int | None = None, n_values: int | None = None) -> tuple[int, int]:
     """(query row i, position j within the row) of a flat index.
 
     Without lengths the square layout is assumed (j is then also the key token). With both lengths a

@@ -115,7 +115,7 @@ def _plain_record(value: Any) -> ActivationRecord | None:
         return None
     if not (set(map(type, tokens)) <= _STR and set(map(type, activations)) <= _FLOAT):
         return None
-    if not math.isfinite(sum(activations)):
+    if not floats_are_finite(activations):
         return None
     return ActivationRecord(tokens=tokens, activations=activations)
 
@@ -140,9 +140,7 @@ def encode_neuron_record(record: NeuronRecord) -> bytes:
         out = []
         for r in records:
             finite = finite and floats_are_finite(r.activations)
-            out.append(
-                {"activations": r.activations, "tokens": r.tokens, "dataclass_name": "ActivationRecord"}
-            )
+            out.append({"activations": r.activations, "tokens": r.tokens, "dataclass_name": "ActivationRecord"})
         return out
 
     moments = {name: getattr(record, name) for name in _MOMENTS}

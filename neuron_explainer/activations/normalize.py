@@ -46,11 +46,7 @@ def normalize(
     if not values_per_sequence:
         return []
     flat = _concatenate(values_per_sequence)  # [total_values]
-    m = (
-        normalization_max(pool)
-        if pool is not None
-        else (float(np.nanmax(flat, initial=0.0)) if flat.size else 0.0)
-    )
+    m = normalization_max(pool) if pool is not None else (float(np.nanmax(flat, initial=0.0)) if flat.size else 0.0)
     if m <= 0.0:
         return [[0.0] * len(values) for values in values_per_sequence]
     scaled = np.maximum(flat / (m - EPSILON), 0.0)  # [total_values]; NaN stays NaN here
@@ -62,6 +58,4 @@ def normalize(
 def _concatenate(values_per_sequence: Sequence[Sequence[float]]) -> np.ndarray:
     if not values_per_sequence:
         return np.zeros(0, dtype=np.float64)
-    return np.concatenate(
-        [np.asarray(values, dtype=np.float64).reshape(-1) for values in values_per_sequence]
-    )
+    return np.concatenate([np.asarray(values, dtype=np.float64).reshape(-1) for values in values_per_sequence])

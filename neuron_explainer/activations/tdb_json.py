@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
 import orjson
@@ -63,9 +63,15 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def floats_are_finite(values: list[float]) -> bool:
-    """Cheap check used by encoders to pick the orjson path (a sum overflowing to inf only costs speed)."""
-    return math.isfinite(sum(values))
+def floats_are_finite(values: Sequence[float]) -> bool:
+    """The fast check (one C-level sum): True means every value is finite; False may also mean finite
+    values near 1e308 whose sum overflowed. For fast paths, where a false "no" only costs speed."""
+    return math.isfinite(sum(values, 0.0))
+
+
+def all_finite(values: Sequence[float]) -> bool:
+    """Exactly: no NaN or ±inf among ``values`` (the fast check first, each value only if it fails)."""
+    return floats_are_finite(values) or all(math.isfinite(v) for v in values)
 
 
 class TdbReader:
@@ -155,7 +161,7 @@ class TdbReader:
         """A list of floats. Fast path: a list of finite floats is returned as it is."""
         if not isinstance(value, list):
             self.fail(path, f"expected a list of numbers, got {_kind(value)}")
-        if set(map(type, value)) <= _FLOAT_ONLY and math.isfinite(sum(value)):
+        if set(map(type, value)) <= _FLOAT_ONLY and floats_are_finite(value):
             return value
         return [self.number(x, f"{path}[{k}]", allow_inf=allow_inf) for k, x in enumerate(value)]
 

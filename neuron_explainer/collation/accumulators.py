@@ -21,6 +21,10 @@ for per-token nodes, flattened lower-triangle token pairs for attention heads) a
   Per-batch central sums (centred on the batch mean, pairwise-summed in float32) are merged across
   batches in float64 with Chan/Pébay's pairwise update; agreement with a float64 brute force is ~1e-6.
 
+Top-K and both samples are exactly mergeable (``merge_samples``): accumulators fed disjoint windows and
+merged hold what one fed them all would. Moments merge by folding each batch's sums in plan order
+(``update_samples`` returns them), which gives the same bits as one accumulator.
+
 Memory per node is ``(top_k + random_k + 5 * quantile_k) * width`` float32 values plus a few scalars;
 nothing else about the corpus is kept.
 """
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neuron_explainer.collation.statistics import QUANTILES, Moments, node_major, scratch
+from neuron_explainer.collation.statistics import QUANTILES, Moments, MomentSums, node_major, scratch
 from neuron_explainer.collation.workers import one_thread
 
 _EMPTY = torch.iinfo(torch.int64).max
@@ -199,6 +203,23 @@ class _Reservoir:
             self.seq.index_copy_(0, rows, merged_seq)
             self.slot.index_copy_(0, rows, slot)
 
+    def merge(self, other: _Reservoir) -> None:
+        """Keep the ``k`` smallest ``(prim, seq)`` of both, per row: exactly what one reservoir offered both
+        streams would hold, since each keeps the smallest of what it saw (windows seen by both: never)."""
+        k, width = self.prim.shape[1], self.vals.shape[2]
+        if k == 0:
+            return
+        order = _merge_order(self.prim, self.seq, other.prim, other.seq, one_sort=False)  # [rows, k]
+
+        def by_rank(r: _Reservoir) -> torch.Tensor:  # [rows, k, width], best first
+            return torch.gather(r.vals, 1, r.slot[:, :, None].expand(-1, -1, width))
+
+        values = torch.cat([by_rank(self), by_rank(other)], dim=1)
+        self.vals = torch.gather(values, 1, order[:, :, None].expand(-1, -1, width)).contiguous()
+        self.prim = torch.gather(torch.cat([self.prim, other.prim], 1), 1, order)
+        self.seq = torch.gather(torch.cat([self.seq, other.seq], 1), 1, order)
+        self.slot = torch.arange(k, dtype=torch.int64).repeat(self.prim.shape[0], 1)
+
     def kept(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """``(seqs [m], values [m, width])`` of one row, best first."""
         valid = self.seq[row] != _EMPTY
@@ -236,9 +257,7 @@ class LayerAccumulator:
     ``config.seed``. ``boundaries`` ``[n_nodes, 4]`` come from ``statistics.QuantileEstimator``.
     """
 
-    def __init__(
-        self, group: str, n_nodes: int, width: int, config: SamplingConfig, boundaries: torch.Tensor
-    ) -> None:
+    def __init__(self, group: str, n_nodes: int, width: int, config: SamplingConfig, boundaries: torch.Tensor) -> None:
         if boundaries.shape != (n_nodes, len(QUANTILES)):
             raise ValueError(f"boundaries {tuple(boundaries.shape)} != ({n_nodes}, {len(QUANTILES)})")
         self.group, self.n_nodes, self.width, self.config = group, n_nodes, width, config
@@ -257,9 +276,29 @@ class LayerAccumulator:
     def update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         """``values`` ``[batch, width, n_nodes]`` float32 on CPU; ``seqs`` ``[batch]`` window numbers."""
         with one_thread():  # many small ops: see workers.py
-            self._update(values, seqs)
+            self._update_samples(values, seqs)
+            self.moments.update(values)
 
-    def _update(self, values: torch.Tensor, seqs: np.ndarray) -> None:
+    def update_samples(self, values: torch.Tensor, seqs: np.ndarray) -> MomentSums:
+        """``update`` but for the moments: returns the batch's sums instead, for ``moments.add`` wherever the
+        batches' sums are folded in plan order (collation on Ray folds them on the driver)."""
+        with one_thread():
+            self._update_samples(values, seqs)
+            return Moments.batch_sums(values)
+
+    def merge_samples(self, other: LayerAccumulator) -> None:
+        """Take in ``other``'s samples (top-K, random, per quantile), seen over other windows with the same
+        group, config and boundaries; the result is what one accumulator offered both would hold."""
+        shape = (self.group, self.n_nodes, self.width, self.config)
+        if (other.group, other.n_nodes, other.width, other.config) != shape:
+            raise ValueError(f"cannot merge accumulators of {other.group} and {self.group}")
+        if not torch.equal(other.boundaries, self.boundaries):
+            raise ValueError(f"cannot merge accumulators of {self.group} with different quantile boundaries")
+        for mine, theirs in ((self.top, other.top), (self.random, other.random), (self.bins, other.bins)):
+            mine.merge(theirs)
+        self._low, self._high = min(self._low, other._low), max(self._high, other._high)
+
+    def _update_samples(self, values: torch.Tensor, seqs: np.ndarray) -> None:
         n, batch, n_bins = self.n_nodes, values.shape[0], self.n_bins
         width = values.shape[1]
         by_window: list[torch.Tensor] = []  # once made: [batch * n, width], one row per (window, node)
@@ -303,9 +342,7 @@ class LayerAccumulator:
             one_sort=not bool((keys == _EMPTY).any()),
         )
         # bin (q_{b-1}, q_b] of each window, per node: how many boundaries lie below its max
-        bin_of = (seq_max.to(torch.float64)[:, :, None] > self.boundaries[:, None, :]).sum(
-            dim=2
-        )  # [n, batch]
+        bin_of = (seq_max.to(torch.float64)[:, :, None] > self.boundaries[:, None, :]).sum(dim=2)  # [n, batch]
         bin_keys = self._bin_keys.keys(seqs)  # [n, batch]
         row_of = torch.arange(n)[:, None] * n_bins + bin_of  # [n, batch] row of (node, bin)
         entering = bin_keys <= self.bins.worst[row_of]  # [n, batch]
@@ -319,10 +356,7 @@ class LayerAccumulator:
                 outside, _EMPTY
             )
 
-        self.bins.offer(
-            active, bin_candidates, rows_of_values, one_sort=not bool((bin_keys == _EMPTY).any())
-        )
-        self.moments.update(values)
+        self.bins.offer(active, bin_candidates, rows_of_values, one_sort=not bool((bin_keys == _EMPTY).any()))
 
     def summary(self, node: int) -> NodeSummary:
         top_seqs, top_values = self.top.kept(node)
@@ -367,4 +401,3 @@ class LayerAccumulator:
         seqs = seqs[seqs != _EMPTY]
         self._low = min(0, int(seqs.min())) if seqs.numel() else 0
         self._high = int(seqs.max()) if seqs.numel() else -1
-

@@ -48,7 +48,8 @@ from neuron_explainer.collation.checkpoint import (
     save_checkpoint,
 )
 from neuron_explainer.collation.corpus import Corpus
-from neuron_explainer.collation.groups import Cache, KindSpec, NodeGroup, capture, plan_groups
+from neuron_explainer.collation.groups import KindSpec, NodeGroup, batch_values, capture, plan_groups
+from neuron_explainer.collation.plan import Plan
 from neuron_explainer.collation.statistics import QUANTILES, QuantileEstimator
 from neuron_explainer.collation.workers import run_all
 from neuron_explainer.collation.writer import TokenStrings, specs_by_kind, write_group_records, write_metadata
@@ -62,6 +63,8 @@ RunOnModel = Callable[[Callable[[LoadedModel], T]], Awaitable[T]]
 """Runs ``fn(model)`` on the thread that owns the model, e.g. ``InferenceEngine.call``."""
 Values = dict[str, torch.Tensor]
 """One batch's values per group name, ``[batch, width, n_nodes]`` float32 on the CPU."""
+Collect = Callable[["DatasetBuilder"], Awaitable[dict[str, LayerAccumulator]]]
+"""Runs a builder's two passes somewhere (``DatasetBuilder.collect`` here; ``collation.ray_collate`` on Ray)."""
 
 FORMAT_VERSION = 2
 """Bumped when the records a given input produces change; part of the dataset tag."""
@@ -126,28 +129,6 @@ def code_version() -> str:
     return f"{version}+collation.{digest}"
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Which windows each forward takes, in order: a pure function of the corpus size and the config."""
-
-    prepass: list[np.ndarray]
-    """Batches of the quantile pre-pass: ``quantile_windows`` evenly spaced windows, ascending."""
-    main: list[np.ndarray]
-    """Batches of the main pass; with ``reuse`` the pre-pass's batches first, then the other windows."""
-    reuse: bool
-
-    @classmethod
-    def make(cls, n_windows: int, config: CollationConfig, bytes_per_window: int) -> Plan:
-        picks = np.unique(np.linspace(0, n_windows - 1, min(config.quantile_windows, n_windows)).round())
-        picks = picks.astype(np.int64)
-        size = config.batch_size
-        prepass = [picks[i : i + size] for i in range(0, len(picks), size)]
-        reuse = len(picks) * bytes_per_window <= config.reuse_prepass_bytes
-        rest = np.setdiff1d(np.arange(n_windows, dtype=np.int64), picks) if reuse else np.arange(n_windows)
-        main = (prepass if reuse else []) + [rest[i : i + size] for i in range(0, len(rest), size)]
-        return cls(prepass, main, reuse)
-
-
 async def check_writable(store: BlobStore) -> None:
     """A probe write, so an unwritable output fails before any model work."""
     try:
@@ -158,8 +139,8 @@ async def check_writable(store: BlobStore) -> None:
         ) from e
 
 
-def _extract(group: NodeGroup, cache: Cache) -> torch.Tensor:  # [batch, width, n] float32 on the CPU
-    return group.extract(cache).float().cpu()
+LIVE_SUFFIX = "-live"
+"""Appended to a live build's dataset tag: its records never land in (or over) a stored dataset."""
 
 
 def _default_runner(model: LoadedModel) -> RunOnModel[Any]:
@@ -182,8 +163,15 @@ class DatasetBuilder:
         config: CollationConfig,
         *,
         run_on_model: RunOnModel[Any] | None = None,
+        remote_model: bool = False,
         progress: bool = False,
+        live: bool = False,
     ) -> None:
+        """``remote_model``: ``run_on_model`` runs functions in another process (``InferenceBackend.in_process``
+        is False), so each call is a pure forward (``groups.batch_values``) whose values come back here,
+        where they are accumulated; in-process, a batch's forward and accumulation run together there.
+        ``live``: a build a read asked for (``build_live_layer``): its datasets are named apart from any
+        stored one (``LIVE_SUFFIX``), and it leaves no checkpoint, write probe or index entry behind."""
         config.check(model)
         if corpus.seq_len != config.seq_len:
             raise ValueError(f"corpus windows are {corpus.seq_len} tokens, config says {config.seq_len}")
@@ -192,27 +180,32 @@ class DatasetBuilder:
         self.groups: list[NodeGroup] = plan_groups(model, self.kinds, self.layers, config.seq_len)
         self.hooks = sorted({h for g in self.groups for h in g.hooks})
         self._biggest_first = sorted(self.groups, key=lambda g: -g.n_nodes * g.width)  # run_all starts in order
-        self.tag = config.tag(corpus)
+        self.tag = config.tag(corpus) + (LIVE_SUFFIX if live else "")
+        self.live = live
         bytes_per_window = sum(g.width * g.n_nodes * 4 for g in self.groups)  # float32 values
         self.plan = Plan.make(corpus.n_windows, config, bytes_per_window)
         self.datasets = specs_by_kind(self.kinds, model.name, self.tag)
         self._run = run_on_model or _default_runner(model)
+        self.remote_model = remote_model
         self._progress = progress
         key = [model.name, [k.segment for k in self.kinds], self.layers, self.tag, config.batch_size]
         key.append(self.plan.reuse)
         self.run_key = hashlib.sha256(repr([*key, code_version()]).encode()).hexdigest()[:24]
 
-    async def run(self) -> list[DatasetSpec]:
-        """Probe the output, resume or start, build, write; returns one ``DatasetSpec`` per kind."""
-        await check_writable(self.store)
-        accs = await self.collect()
+    async def run(self, collect: Collect | None = None) -> list[DatasetSpec]:
+        """Probe the output, resume or start, build (``collect``, default ``DatasetBuilder.collect``), write;
+        returns one ``DatasetSpec`` per kind."""
+        if not self.live:
+            await check_writable(self.store)
+        accs = await (collect(self) if collect is not None else self.collect())
         await self._write(accs)
-        await clear_checkpoint(self.store, self.run_key)
+        if not self.live:
+            await clear_checkpoint(self.store, self.run_key)
         return list(self.datasets.values())
 
     async def collect(self) -> dict[str, LayerAccumulator]:
         """The two passes (resuming from a checkpoint if there is one); the accumulators per group."""
-        checkpoint = await load_checkpoint(self.store, self.run_key)
+        checkpoint = None if self.live else await load_checkpoint(self.store, self.run_key)
         kept: dict[int, Values] = {}
         if checkpoint is None:
             boundaries, kept = await self.estimate_boundaries()
@@ -228,46 +221,50 @@ class DatasetBuilder:
 
     def accumulators(self, boundaries: dict[str, torch.Tensor]) -> dict[str, LayerAccumulator]:
         sampling = self.config.sampling
-        return {
-            g.name: LayerAccumulator(g.name, g.n_nodes, g.width, sampling, boundaries[g.name])
-            for g in self.groups
-        }
+        return {g.name: LayerAccumulator(g.name, g.n_nodes, g.width, sampling, boundaries[g.name]) for g in self.groups}
 
     def step(
-        self, model: LoadedModel, seqs: np.ndarray, accs: dict[str, LayerAccumulator], values: Values | None = None
+        self,
+        model: LoadedModel | None,
+        seqs: np.ndarray,
+        accs: dict[str, LayerAccumulator],
+        values: Values | None = None,
     ) -> None:
-        """One main-pass batch of windows ``seqs``: forward (unless the pre-pass kept its ``values``), then
-        per group, side by side, extract and update while the group's values are still in cache."""
+        """One main-pass batch of windows ``seqs``: forward (unless ``values`` are given: kept by the pre-pass
+        or computed elsewhere), then per group, side by side, extract and update while the group's values
+        are still in cache."""
         if values is not None:
             kept = values
 
             def source(g: NodeGroup) -> torch.Tensor:
                 return kept[g.name]
         else:
-            cache = capture(model, torch.from_numpy(self.corpus.take(seqs)), self.hooks)
+            assert model is not None
+            on = model
+            cache = capture(on, torch.from_numpy(self.corpus.take(seqs)), self.hooks)
 
             def source(g: NodeGroup) -> torch.Tensor:
-                return _extract(g, cache)
+                return g.extract(on, cache).float().cpu()
 
         def work(g: NodeGroup) -> Callable[[], None]:
             return lambda: accs[g.name].update(source(g), seqs)
 
         run_all([work(g) for g in self._biggest_first])
 
-    def _bar(self, total: int, initial: int, desc: str) -> tqdm[Any]:
+    def bar(self, total: int, initial: int, desc: str) -> tqdm[Any]:
         return tqdm(
             total=total, initial=initial, desc=desc, unit="tok", unit_scale=True, file=sys.stderr,
             disable=not self._progress, dynamic_ncols=True,
         )  # fmt: skip
 
     def _values(self, model: LoadedModel, windows: np.ndarray) -> Values:
-        cache = capture(model, torch.from_numpy(windows), self.hooks)
+        return batch_values(model, self._biggest_first, self.hooks, windows)
 
-        def extract(g: NodeGroup) -> Callable[[], torch.Tensor]:
-            return lambda: _extract(g, cache)
-
-        groups = self._biggest_first
-        return dict(zip([g.name for g in groups], run_all([extract(g) for g in groups]), strict=True))
+    def values_fn(self, seqs: np.ndarray) -> Callable[[LoadedModel], Values]:
+        """``batch_values`` of windows ``seqs`` as a function of the model alone (it pickles without us)."""
+        return functools.partial(
+            batch_values, groups=tuple(self._biggest_first), hooks=tuple(self.hooks), windows=self.corpus.take(seqs)
+        )
 
     async def estimate_boundaries(self) -> tuple[dict[str, torch.Tensor], dict[int, Values]]:
         """The quantile pre-pass: boundaries per group, and (when the plan reuses them) the values of
@@ -275,16 +272,21 @@ class DatasetBuilder:
         estimators = {g.name: QuantileEstimator() for g in self.groups}
         kept: dict[int, Values] = {}
 
-        def step(model: LoadedModel, idx: np.ndarray) -> Values:
-            values = self._values(model, self.corpus.take(idx))
+        def add(values: Values) -> Values:
             for name, v in values.items():
                 estimators[name].add(v.amax(dim=1))  # [batch, n]
             return values
 
+        def step(model: LoadedModel, idx: np.ndarray) -> Values:
+            return add(self._values(model, self.corpus.take(idx)))
+
         total = sum(len(b) for b in self.plan.prepass) * self.corpus.seq_len
-        with self._bar(total, 0, "quantile pre-pass") as bar:
+        with self.bar(total, 0, "quantile pre-pass") as bar:
             for i, idx in enumerate(self.plan.prepass):
-                values = await self._run(functools.partial(step, idx=idx))
+                if self.remote_model:
+                    values = await asyncio.to_thread(add, await self._run(self.values_fn(idx)))
+                else:
+                    values = await self._run(functools.partial(step, idx=idx))
                 if self.plan.reuse:
                     kept[i] = values
                 bar.update(len(idx) * self.corpus.seq_len)
@@ -308,14 +310,18 @@ class DatasetBuilder:
             last_save, saved_at = time.monotonic(), next_batch
 
         initial = sum(len(b) for b in batches[:start]) * seq_len
-        with self._bar(self.corpus.n_tokens, initial, "collate") as bar:
+        with self.bar(self.corpus.n_tokens, initial, "collate") as bar:
             for i in range(start, len(batches)):
                 values = kept.pop(i, None)  # freed as soon as it is accumulated
-                await self._run(functools.partial(self.step, seqs=batches[i], accs=accs, values=values))
+                if self.remote_model:
+                    values = values if values is not None else await self._run(self.values_fn(batches[i]))
+                    await asyncio.to_thread(self.step, None, batches[i], accs, values)
+                else:
+                    await self._run(functools.partial(self.step, seqs=batches[i], accs=accs, values=values))
                 bar.update(len(batches[i]) * seq_len)
                 done += 1
                 due = every is not None and done % every == 0
-                if due or time.monotonic() - last_save > self.config.checkpoint_every_s:
+                if not self.live and (due or time.monotonic() - last_save > self.config.checkpoint_every_s):
                     await save(i + 1)
         if saved_at is not None and saved_at != len(batches):
             await save(len(batches))  # a run that was worth checkpointing resumes straight to writing
@@ -333,7 +339,8 @@ class DatasetBuilder:
         for spec, dataset in self.datasets.items():
             n_nodes = {g.layer: g.n_nodes for g in self.groups if g.spec == spec}
             await write_metadata(self.store, dataset, self._metadata(spec, dataset), self.layers, n_nodes)
-            await register_dataset(self.store, dataset)
+            if not self.live:
+                await register_dataset(self.store, dataset)
 
     def _metadata(self, spec: KindSpec, dataset: DatasetSpec) -> dict[str, Any]:
         c = self.config
@@ -374,10 +381,13 @@ async def build_dataset(
     config: CollationConfig,
     *,
     run_on_model: RunOnModel[Any] | None = None,
+    remote_model: bool = False,
     progress: bool = False,
+    live: bool = False,
 ) -> list[DatasetSpec]:
     """Build (see ``DatasetBuilder``); returns one ``DatasetSpec`` per kind."""
     builder = DatasetBuilder(
-        store, model, corpus, kinds, layers, config, run_on_model=run_on_model, progress=progress
-    )
+        store, model, corpus, kinds, layers, config, run_on_model=run_on_model, remote_model=remote_model,
+        progress=progress, live=live,
+    )  # fmt: skip
     return await builder.run()

@@ -72,6 +72,4 @@ def _decode(data: bytes, blob: str) -> Checkpoint:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         return Checkpoint(int(obj["next_batch"]), dict(obj["boundaries"]), dict(obj["groups"]))
     except Exception as e:  # torch.load raises many types for a bad blob
-        raise CorruptBlob(
-            f"collation checkpoint {blob} does not load ({type(e).__name__}: {e})", blob=blob
-        ) from e
+        raise CorruptBlob(f"collation checkpoint {blob} does not load ({type(e).__name__}: {e})", blob=blob) from e

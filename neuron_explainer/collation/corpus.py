@@ -143,9 +143,7 @@ def _decode(data: bytes, file: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadInput(
-            f"corpus file {str(file)!r} is not UTF-8 text (byte {e.start})", argument="corpus"
-        ) from e
+        raise BadInput(f"corpus file {str(file)!r} is not UTF-8 text (byte {e.start})", argument="corpus") from e
 
 
 def _jsonl_documents(text: str, source: Path, text_field: str) -> list[str]:

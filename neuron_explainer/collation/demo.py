@@ -4,7 +4,9 @@
 (news, science, code, dialogue, lists, numbers, names, places): ~5.5k GPT-2 tokens, ~85 windows of 64.
 It is the server's *reference corpus*: the demo dataset is built over it, and a live request for a
 node's top-activating records computes that node's whole layer over it with the same builder and
-settings and writes the records back into the same dataset, so the next read is a stored one.
+settings and writes the records into a live dataset of its own (the reference dataset's name plus
+``-live``; in ``--write_root`` when one is given), never over a stored dataset, so the next read of
+that layer finds them.
 
 ``DEMO_CONFIG`` keeps the minimum the original explainer needs (≥ 20 top and ≥ 15 random records per
 node) and two records per quantile bin, so the demo for every node kind of ``tiny-gpt2`` stays small.
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from neuron_explainer.collation.builder import CollationConfig, RunOnModel, build_dataset
+from neuron_explainer.collation.builder import LIVE_SUFFIX, CollationConfig, RunOnModel, build_dataset
 from neuron_explainer.collation.corpus import Corpus
 from neuron_explainer.collation.groups import KindSpec
 from neuron_explainer.collation.writer import METADATA_BLOB, dataset_for
@@ -69,6 +71,7 @@ async def build_demo_dataset(
     model: LoadedModel,
     *,
     run_on_model: RunOnModel[Any] | None = None,
+    remote_model: bool = False,
     progress: bool = False,
 ) -> list[DatasetSpec]:
     """Every kind and layer of ``model`` over the reference corpus, unless the store already has it.
@@ -82,8 +85,9 @@ async def build_demo_dataset(
     if not missing:
         return list(datasets.values())
     await build_dataset(
-        store, model, corpus, missing, layers, DEMO_CONFIG, run_on_model=run_on_model, progress=progress
-    )
+        store, model, corpus, missing, layers, DEMO_CONFIG, run_on_model=run_on_model, remote_model=remote_model,
+        progress=progress,
+    )  # fmt: skip
     return list(datasets.values())
 
 
@@ -93,16 +97,35 @@ async def build_live_layer(
     node: NodeId,
     *,
     run_on_model: RunOnModel[Any] | None = None,
+    remote_model: bool = False,
     corpus: Corpus | None = None,
 ) -> DatasetSpec:
-    """Records for every node of ``node``'s kind and layer over the reference corpus, written to the
-    reference dataset (the one ``build_demo_dataset`` fills); returns that dataset.
+    """Records for every node of ``node``'s kind and layer over the reference corpus, in the live dataset
+    of that kind (``live_dataset_of``); returns that dataset. A layer it already holds is not built again.
+    No checkpoint, probe or index entry is written (a read asked for it).
 
     The caller checks ``node`` against the model's bounds first; ``BadInput`` for a kind the model lacks.
     """
     corpus = corpus or reference_corpus(model)
     spec = kind_of(node)
+    dataset = live_dataset_of(model, node, corpus)
+    if await _complete(store, dataset, [node.layer]):
+        return dataset
     specs = await build_dataset(
-        store, model, corpus, [spec], [node.layer], DEMO_CONFIG, run_on_model=run_on_model
+        store,
+        model,
+        corpus,
+        [spec],
+        [node.layer],
+        DEMO_CONFIG,
+        run_on_model=run_on_model,
+        remote_model=remote_model,
+        live=True,
     )
     return specs[0]
+
+
+def live_dataset_of(model: LoadedModel, node: NodeId, corpus: Corpus | None = None) -> DatasetSpec:
+    """Where live records of ``node``'s kind go: named apart from the reference (demo) dataset."""
+    tag = DEMO_CONFIG.tag(corpus or reference_corpus(model)) + LIVE_SUFFIX
+    return dataset_for(model.name, kind_of(node), tag)

@@ -16,13 +16,15 @@ One forward per batch captures every group's hooks and stops after the last laye
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from neuron_explainer.collation.workers import run_all
 from neuron_explainer.errors import BadInput
+from neuron_explainer.inference.early_stop import run_until_stopped, stop_hook
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.write_norms import value_write_norms
@@ -94,22 +96,34 @@ def check_layers(layers: Sequence[int], model: LoadedModel) -> list[int]:
 
 @dataclass(frozen=True)
 class NodeGroup:
+    """Every node of one kind in one layer: plain data (it pickles to wherever the model runs)."""
+
     spec: KindSpec
     layer: int
     n_nodes: int
     width: int
     hooks: tuple[str, ...]
-    extract: Callable[[Cache], torch.Tensor]
-    """Captured hooks → ``[batch, width, n_nodes]`` on the model's device."""
 
     @property
     def name(self) -> str:
         return f"{self.spec.segment}/{self.layer}"
 
+    def extract(self, model: LoadedModel, cache: Cache) -> torch.Tensor:
+        """Captured hooks → ``[batch, width, n_nodes]`` on the model's device."""
+        if self.spec.kind is NodeKind.MLP_NEURON:
+            return cache[self.hooks[0]]
+        if self.spec.kind is NodeKind.ATTENTION_HEAD:
+            pattern, v = self.hooks
+            gram = model.w_o_grams[self.layer].to(model.device)  # [head, d_head, d_head]
+            seq_len = cache[pattern].shape[-1]
+            query, key = torch.tril_indices(seq_len, seq_len, device=model.device)  # [pairs] each
+            return attn_write_norm_pairs(cache[pattern], cache[v], gram, query * seq_len + key, key)
+        ae = model.autoencoder_for(self.spec.kind)
+        assert ae is not None and ae.name == self.spec.autoencoder  # checked when the group was planned
+        return ae.layers[self.layer].encode(cache[self.hooks[0]])
 
-def plan_groups(
-    model: LoadedModel, kinds: Sequence[KindSpec], layers: Sequence[int], seq_len: int
-) -> list[NodeGroup]:
+
+def plan_groups(model: LoadedModel, kinds: Sequence[KindSpec], layers: Sequence[int], seq_len: int) -> list[NodeGroup]:
     groups = []
     for spec in kinds:
         for layer in layers:
@@ -119,19 +133,10 @@ def plan_groups(
 
 def _group(model: LoadedModel, spec: KindSpec, layer: int, seq_len: int) -> NodeGroup:
     if spec.kind is NodeKind.MLP_NEURON:
-        hook = hook_names.mlp_post(layer)
-        return NodeGroup(spec, layer, model.shape.d_mlp, seq_len, (hook,), lambda c: c[hook])
+        return NodeGroup(spec, layer, model.shape.d_mlp, seq_len, (hook_names.mlp_post(layer),))
     if spec.kind is NodeKind.ATTENTION_HEAD:
-        pattern, v = hook_names.attn_pattern(layer), hook_names.attn_v(layer)
-        gram = model.w_o_grams[layer].to(model.device)  # [head, d_head, d_head]
-        query, key = torch.tril_indices(seq_len, seq_len, device=model.device)  # [pairs] each
-        flat = query * seq_len + key
-
-        def heads(c: Cache) -> torch.Tensor:
-            return attn_write_norm_pairs(c[pattern], c[v], gram, flat, key)
-
-        pairs = seq_len * (seq_len + 1) // 2
-        return NodeGroup(spec, layer, model.shape.n_heads, pairs, (pattern, v), heads)
+        hooks = (hook_names.attn_pattern(layer), hook_names.attn_v(layer))
+        return NodeGroup(spec, layer, model.shape.n_heads, seq_len * (seq_len + 1) // 2, hooks)
     ae = model.autoencoder_for(spec.kind)
     if ae is None or ae.name != spec.autoencoder:
         raise BadInput(
@@ -139,9 +144,7 @@ def _group(model: LoadedModel, spec: KindSpec, layer: int, seq_len: int) -> Node
             argument="kinds",
             kind=spec.segment,
         )
-    encoder = ae.layers[layer]
-    source = hook_names.ae_input(ae.location, layer)
-    return NodeGroup(spec, layer, ae.n_latents, seq_len, (source,), lambda c: encoder.encode(c[source]))
+    return NodeGroup(spec, layer, ae.n_latents, seq_len, (hook_names.ae_input(ae.location, layer),))
 
 
 def attn_write_norm_pairs(
@@ -159,10 +162,6 @@ def attn_write_norm_pairs(
     return (a * value_norms.index_select(2, key)).transpose(1, 2)
 
 
-class _Stop(Exception):
-    """Raised from the last needed hook to end the forward early."""
-
-
 def capture(model: LoadedModel, tokens: torch.Tensor, hooks: Sequence[str]) -> Cache:
     """Run ``tokens`` ``[batch, seq]`` through the bridge, keeping ``hooks``; stops after the last
     layer they need. Must run on the thread that owns the model."""
@@ -174,15 +173,26 @@ def capture(model: LoadedModel, tokens: torch.Tensor, hooks: Sequence[str]) -> C
 
         return keep
 
-    def stop(value: torch.Tensor, hook: object) -> None:
-        raise _Stop
-
-    last = max(hook_names.layer_of(h) or 0 for h in hooks)
+    last = hook_names.resid_post(max(hook_names.layer_of(h) or 0 for h in hooks))
     fwd: list[tuple[str, Callable[..., None]]] = [(h, keeper(h)) for h in hooks]
-    fwd.append((hook_names.resid_post(last), stop))
-    with torch.inference_mode(), contextlib.suppress(_Stop):
-        model.bridge.run_with_hooks(tokens.to(model.device), fwd_hooks=fwd)
+    fwd.append((last, stop_hook()))
+    with torch.inference_mode():
+        run_until_stopped(lambda: model.bridge.run_with_hooks(tokens.to(model.device), fwd_hooks=fwd), last)
     missing = [h for h in hooks if h not in cache]
     if missing:
         raise RuntimeError(f"hooks {missing} did not fire on {model.name}")
     return cache
+
+
+def batch_values(
+    model: LoadedModel, groups: Sequence[NodeGroup], hooks: Sequence[str], windows: np.ndarray
+) -> dict[str, torch.Tensor]:
+    """One forward over ``windows`` ``[batch, seq]`` and every group's values ``[batch, width, n]`` float32 on
+    the CPU, by group name. A pure function of the model: what the builder sends to a model in another
+    process (groups, hooks and windows pickle as plain data)."""
+    cache = capture(model, torch.from_numpy(windows), hooks)
+
+    def extract(g: NodeGroup) -> Callable[[], torch.Tensor]:
+        return lambda: g.extract(model, cache).float().cpu()
+
+    return dict(zip([g.name for g in groups], run_all([extract(g) for g in groups]), strict=True))

@@ -37,8 +37,15 @@ def scratch(use: str, shape: torch.Size, count: int) -> list[torch.Tensor]:
     return cache[key]
 
 
+MomentSums = tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""One batch's ``(count, mean [n] float32, M2 [n], M3 [n], M4 [n] float64)``: what ``Moments.add`` folds in."""
+
+
 class Moments:
-    """Streaming count / mean / central sums M2..M4 per node, float64, pairwise-merged."""
+    """Streaming count / mean / central sums M2..M4 per node, float64, pairwise-merged.
+
+    ``update(values)`` is ``add(batch_sums(values))``; the two halves may run in different processes
+    (collation on Ray), and folding the same batches' sums in the same order gives the same bits."""
 
     _BLOCK = 256
     """Columns (nodes) per block: ``batch * width`` rows x 256 float32 is ~2 MB, one core's L2."""
@@ -51,10 +58,16 @@ class Moments:
         self.m4 = torch.zeros(n_nodes, dtype=torch.float64)
 
     def update(self, values: torch.Tensor) -> None:  # values [batch, width, n]
+        self.add(self.batch_sums(values))
+
+    @classmethod
+    def batch_sums(cls, values: torch.Tensor) -> MomentSums:  # values [batch, width, n]
         if node_major(values):
-            nb, mb32, m2b, m3b, m4b = self._node_major_sums(values.transpose(1, 2))
-        else:
-            nb, mb32, m2b, m3b, m4b = self._node_minor_sums(values.reshape(-1, values.shape[2]))
+            return cls._node_major_sums(values.transpose(1, 2))
+        return cls._node_minor_sums(values.reshape(-1, values.shape[2]))
+
+    def add(self, sums: MomentSums) -> None:
+        nb, mb32, m2b, m3b, m4b = sums
         mb = mb32.to(torch.float64)
         na = self.count
         n = na + nb
@@ -66,9 +79,7 @@ class Moments:
             + 6 * delta**2 * (na * na * m2b + nb * nb * self.m2) / n**2
             + 4 * delta * (na * m3b - nb * self.m3) / n
         )
-        self.m3 = (
-            self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
-        )
+        self.m3 = self.m3 + m3b + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * m2b - nb * self.m2) / n
         self.m2 = self.m2 + m2b + delta**2 * na * nb / n
         self.mean = self.mean + delta * nb / n
         self.count = n

@@ -101,10 +101,7 @@ def node_record(acc: LayerAccumulator, layer: int, node: int, strings: TokenStri
 def _encode_nodes(
     dataset: DatasetSpec, acc: LayerAccumulator, layer: int, nodes: range, strings: TokenStrings
 ) -> list[tuple[str, bytes]]:
-    return [
-        (record_path(dataset, layer, n), encode_neuron_record(node_record(acc, layer, n, strings)))
-        for n in nodes
-    ]
+    return [(record_path(dataset, layer, n), encode_neuron_record(node_record(acc, layer, n, strings))) for n in nodes]
 
 
 async def write_group_records(

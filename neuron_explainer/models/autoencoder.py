@@ -53,8 +53,15 @@ class Autoencoder:
     def n_dead(self) -> int:
         return int((self.activation_frequency < DEAD_FREQUENCY).sum().item())
 
+    def pre_activation(self, x: torch.Tensor, latent: int | None = None) -> torch.Tensor:  # [..., d] -> [..., n]
+        """``(x - pre_bias) @ encoder.weightᵀ + latent_bias`` (TDB's ``encode_pre_act``); with ``latent``
+        only that one column ``[...]``."""
+        if latent is None:
+            return (x - self.pre_bias) @ self.encoder_weight.T + self.latent_bias
+        return (x - self.pre_bias) @ self.encoder_weight[latent] + self.latent_bias[latent]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., n]
-        pre = (x - self.pre_bias) @ self.encoder_weight.T + self.latent_bias
+        pre = self.pre_activation(x)
         if self.activation == "ReLU":
             return torch.relu(pre)
         if self.activation == "Identity":

@@ -27,7 +27,9 @@ HookFn = Callable[..., Any]
 
 @dataclass
 class LoadedAutoencoder:
-    """One named autoencoder, all layers on the model's device, plus its per-layer latent hook points."""
+    """One named autoencoder, all layers on the model's device, plus its per-layer latent hook points.
+
+    In a model view (``models.facts``) ``layers`` is empty: names, shape and write norms only."""
 
     name: str
     kind: NodeKind
@@ -39,7 +41,7 @@ class LoadedAutoencoder:
     hook_points: dict[str, HookPoint] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for layer in range(len(self.layers)):
+        for layer in range(len(self.write_norms)):
             name = hook_names.ae_latents(self.kind, layer)
             point = HookPoint()
             point.name = name
@@ -47,7 +49,7 @@ class LoadedAutoencoder:
 
     @property
     def n_latents(self) -> int:
-        return self.layers[0].n_latents
+        return int(self.write_norms[0].shape[0])
 
     def insertion_hooks(self, layers: set[int] | None = None) -> list[tuple[str, HookFn]]:
         """(input hook name, hook fn) pairs that insert this autoencoder at ``layers`` (default all)."""

@@ -4,8 +4,9 @@ Names are TransformerBridge's (``blocks.{L}.mlp.hook_post`` ...) plus our own au
 (``autoencoder.{mlp|attn}.{L}.hook_latents``), which exist only while an autoencoder is inserted.
 Shapes of what each hook carries, batch first:
 ``mlp_post`` [batch, pos, d_mlp]; ``attn_pattern`` [batch, head, query_pos, key_pos];
-``attn_v`` / ``attn_z`` [batch, pos, head, d_head]; ``attn_out`` / ``mlp_out`` / ``resid_*``
-[batch, pos, d_model]; ``ae_latents`` [batch, pos, n_latents].
+``attn_v`` [batch, pos, head, d_head]; ``attn_out`` / ``mlp_out`` / ``resid_*`` / ``embeddings`` /
+``final_norm`` [batch, pos, d_model]; ``final_norm_scale`` [batch, pos, 1]; ``ae_latents``
+[batch, pos, n_latents].
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from __future__ import annotations
 import re
 
 from neuron_explainer.nodes import NodeId, NodeKind
-
-
-def mlp_pre(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_pre"
 
 
 def mlp_post(layer: int) -> str:
@@ -31,10 +28,6 @@ def attn_v(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_v"
 
 
-def attn_z(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
-
-
 def attn_out(layer: int) -> str:
     """``resid_delta_attn`` in TDB terms: what the attention layer adds to the residual stream."""
     return f"blocks.{layer}.hook_attn_out"
@@ -46,11 +39,18 @@ def mlp_out(layer: int) -> str:
 
 
 def resid_pre(layer: int) -> str:
+    """The residual stream entering ``layer``: what its attention heads (and attention latents) read."""
     return f"blocks.{layer}.hook_resid_pre"
 
 
 def resid_mid(layer: int) -> str:
+    """The residual stream after ``layer``'s attention: what its MLP neurons (and MLP latents) read."""
     return f"blocks.{layer}.hook_resid_mid"
+
+
+def embeddings() -> str:
+    """TDB's ``resid_post_embedding``: token plus position embedding, the residual entering layer 0."""
+    return resid_pre(0)
 
 
 def resid_post(layer: int) -> str:
@@ -58,8 +58,16 @@ def resid_post(layer: int) -> str:
 
 
 def final_norm() -> str:
-    """The final LayerNorm's output [batch, pos, d_model]: the unembedding's input."""
-    return "ln_final.hook_normalized"
+    """The final LayerNorm's output (after its gain and bias): the unembedding's input.
+
+    Not ``ln_final.hook_normalized``, which the bridge fires before the gain and bias are applied."""
+    return "ln_final.hook_out"
+
+
+def final_norm_scale() -> str:
+    """The final LayerNorm's scale ``sqrt(var + eps)``; a hook returning it detached is TDB's backward
+    ablation of ``resid.ln_f.scale`` (the gradient stops there, values are unchanged)."""
+    return "ln_final.hook_scale"
 
 
 _AE_FAMILY = {NodeKind.MLP_AUTOENCODER_LATENT: "mlp", NodeKind.ATTENTION_AUTOENCODER_LATENT: "attn"}
@@ -71,7 +79,6 @@ def ae_latents(kind: NodeKind, layer: int) -> str:
 
 
 _INPUT_LOCATIONS = {"mlp_post_act": mlp_post, "resid_delta_mlp": mlp_out, "resid_delta_attn": attn_out}
-INPUT_LOCATIONS = frozenset(_INPUT_LOCATIONS)
 """TDB's names for where an autoencoder reads (its "input DST")."""
 
 
@@ -107,6 +114,35 @@ def value_hook(node: NodeId) -> str:
     return ae_latents(node.kind, node.layer)
 
 
+def node_input(node: NodeId) -> str:
+    """The residual stream ``node`` reads (TDB's "previous residual" of a node): a backward pass traced
+    from the node starts there, and direct effects on it are writes dotted with its gradient there."""
+    if node.kind in (NodeKind.ATTENTION_HEAD, NodeKind.ATTENTION_AUTOENCODER_LATENT):
+        return resid_pre(node.layer)
+    return resid_mid(node.layer)
+
+
+def write_point(kind: NodeKind, layer: int) -> str:
+    """The residual stream a node of ``kind`` in ``layer`` writes into (attention kinds: ``resid_mid``;
+    MLP kinds: ``resid_post``)."""
+    if kind in (NodeKind.ATTENTION_HEAD, NodeKind.ATTENTION_AUTOENCODER_LATENT):
+        return resid_mid(layer)
+    return resid_post(layer)
+
+
+def residual_order(resid_hook: str) -> int:
+    """Position of a residual-stream hook along the forward pass: ``resid_pre(L)`` 2L, ``resid_mid(L)`` 2L+1,
+    ``resid_post(L)`` 2L+2 (= ``resid_pre(L+1)``)."""
+    layer = layer_of(resid_hook)
+    assert layer is not None, resid_hook
+    if resid_hook == resid_pre(layer):
+        return 2 * layer
+    if resid_hook == resid_mid(layer):
+        return 2 * layer + 1
+    assert resid_hook == resid_post(layer), resid_hook
+    return 2 * layer + 2
+
+
 _LAYER = re.compile(r"^(?:blocks|autoencoder\.(?:mlp|attn))\.(\d+)\.")
 
 
@@ -114,10 +150,6 @@ def layer_of(hook: str) -> int | None:
     """The layer a hook name belongs to, or ``None`` for embedding / final hooks."""
     m = _LAYER.match(hook)
     return int(m.group(1)) if m else None
-
-
-def is_autoencoder_hook(hook: str) -> bool:
-    return hook.startswith("autoencoder.")
 
 
 def position_dims(hook: str) -> tuple[int, ...]:

@@ -4,37 +4,27 @@ Every model is booted the same way: ``TransformerBridge.boot_transformers(<local
 with raw HF weights (no LayerNorm folding, no centering — the original server's numbers and the
 released autoencoders expect them) and no BOS token. A HuggingFace id is first looked up in the local
 HF cache (``$HF_HUB_CACHE`` or ``$HF_HOME/hub``); if it is there the snapshot folder is booted, so no
-network is touched. If it is missing and ``HF_HUB_OFFLINE`` is set the load fails at once with
-``ModelNotLoaded`` (a load that *could* reach the hub would otherwise stall minutes retrying DNS).
+network is touched. If it is missing, it is downloaded only when the hub answers at once; otherwise (or
+with ``HF_HUB_OFFLINE`` set) the load fails with ``ModelNotLoaded`` saying how to provide it (``hub.py``).
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import threading
 from pathlib import Path
 
 import torch
-from huggingface_hub import try_to_load_from_cache
 
-from neuron_explainer.errors import BadInput, ModelNotLoaded
+from neuron_explainer.errors import BadInput
 from neuron_explainer.models.autoencoder_insertion import LoadedAutoencoder
 from neuron_explainer.models.autoencoder_registry import autoencoder_specs, find_spec, load_autoencoder_layers
+from neuron_explainer.models.hub import HF_IDS, resolve_hf
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.shapes import ModelShape
 from neuron_explainer.models.tokenizer import gpt2_tokenizer
 from neuron_explainer.models.toy import TOY_NAME, ensure_toy_checkpoint
 from neuron_explainer.nodes import NodeKind
 
-log = logging.getLogger(__name__)
-
-HF_IDS = {
-    "gpt2-small": "gpt2",
-    "gpt2-medium": "gpt2-medium",
-    "gpt2-large": "gpt2-large",
-    "gpt2-xl": "gpt2-xl",
-}
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
@@ -47,44 +37,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _resolve_hf(name: str, hf_id: str) -> str:
-    """A local snapshot folder for ``hf_id`` if cached; else the id itself when downloading is allowed."""
-    cache = _hf_cache_dir()
-    config = try_to_load_from_cache(hf_id, "config.json", cache_dir=str(cache))
-    if isinstance(config, str):
-        folder = Path(config).parent
-        if any((folder / w).is_file() for w in _WEIGHT_FILES):
-            return str(folder)
-    if _offline():
-        raise ModelNotLoaded(
-            f"model {name} (HuggingFace id {hf_id!r}) is not in the HuggingFace cache {cache} "
-            "and HF_HUB_OFFLINE "
-            f"is set; download it once with network access (unset HF_HUB_OFFLINE, or run "
-            f"`huggingface-cli download {hf_id}`), or pass a local checkpoint folder as the model name",
-            model=name,
-            hf_id=hf_id,
-            cache_dir=str(cache),
-        )
-    log.info("model %s not in %s: downloading %s from the HuggingFace hub", name, cache, hf_id)
-    return hf_id
-
-
 def resolve_checkpoint(name: str) -> str:
     """The folder (or, online, the hub id) ``name`` boots from; ``BadInput`` for an unknown name."""
     if name == TOY_NAME:
         return str(ensure_toy_checkpoint())
     if name in HF_IDS:
-        return _resolve_hf(name, HF_IDS[name])
+        return resolve_hf(name, HF_IDS[name])
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
             raise BadInput(f"folder {name} has no config.json: not a HuggingFace checkpoint", model=name)
@@ -124,6 +82,12 @@ def model_display_name(name: str) -> str:
     return name if name == TOY_NAME or name in HF_IDS else Path(name).name
 
 
+TRANSFORMERS_BOOT_LOCK = threading.Lock()
+"""transformers builds a model under process-wide state (its meta-device init context): two boots at once
+in one process (two servers in one test process, a notebook's threads, the sentence-embedding model
+loading beside a GPT-2) break each other. Every model load in the process takes it."""
+
+
 def load_model(
     name: str,
     *,
@@ -143,7 +107,10 @@ def load_model(
         if ae_name is not None:
             find_spec(model_display_name(name), ae_name)
     checkpoint = resolve_checkpoint(name)
-    bridge = TransformerBridge.boot_transformers(checkpoint, device=device, tokenizer=_tokenizer_for(name, checkpoint))
+    with TRANSFORMERS_BOOT_LOCK:
+        bridge = TransformerBridge.boot_transformers(
+            checkpoint, device=device, tokenizer=_tokenizer_for(name, checkpoint)
+        )
     bridge.eval()
     cfg = bridge.cfg
     display = model_display_name(name)

@@ -55,9 +55,7 @@ KNOWN_AUTOENCODERS: dict[str, AutoencoderShape] = {
         AutoencoderShape("ae-resid-delta-mlp-v1", "gpt2-small", NodeKind.MLP_AUTOENCODER_LATENT, 32768),
         AutoencoderShape("ae-mlp-post-act-v4", "gpt2-small", NodeKind.MLP_AUTOENCODER_LATENT, 32768),
         AutoencoderShape("ae-resid-delta-mlp-v4", "gpt2-small", NodeKind.MLP_AUTOENCODER_LATENT, 32768),
-        AutoencoderShape(
-            "ae-resid-delta-attn-v4", "gpt2-small", NodeKind.ATTENTION_AUTOENCODER_LATENT, 10240
-        ),
+        AutoencoderShape("ae-resid-delta-attn-v4", "gpt2-small", NodeKind.ATTENTION_AUTOENCODER_LATENT, 10240),
         AutoencoderShape("ae-tiny-mlp", "tiny-gpt2", NodeKind.MLP_AUTOENCODER_LATENT, 512),
         AutoencoderShape("ae-tiny-attn", "tiny-gpt2", NodeKind.ATTENTION_AUTOENCODER_LATENT, 256),
     )
@@ -93,9 +91,7 @@ def check_bounds(node: NodeId, shape: ModelShape, n_latents: int | None = None) 
     else:
         known = KNOWN_AUTOENCODERS.get(node.autoencoder or "")
         if known is not None and known.model != shape.name:
-            raise BadInput(
-                f"autoencoder {known.name} belongs to {known.model}, not {shape.name}", node=node_text
-            )
+            raise BadInput(f"autoencoder {known.name} belongs to {known.model}, not {shape.name}", node=node_text)
         limit = n_latents if n_latents is not None else (known.n_latents if known else None)
         what = f"{node.autoencoder} latents"
     if limit is not None and not 0 <= node.index < limit:
