@@ -49,6 +49,7 @@ function page(title, cssHref, scriptSrc, mountId) {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title}</title>
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <link rel="stylesheet" href="${cssHref}">
 <style>html, body { height: 100%; margin: 0; } #graphiql { height: 100vh; }</style>
 </head>

@@ -41,6 +41,6 @@ function ScoreProgress({ jobId }: { jobId: string }) {
 
 export const App = () => (
   <Provider value={client}>
-    <TopRecords id="gpt2-small/mlp_neuron/5/131" />
+    <TopRecords id="tiny-gpt2/mlp_neuron/1/37" />
   </Provider>
 );

@@ -41,11 +41,11 @@ export function check(condition, message) {
 /**
  * Runs `body(page, session)` in a fresh browser; `session` has `blocked` (non-loopback URLs that were
  * attempted), `pageErrors` (uncaught exceptions and unhandled rejections), `consoleErrors`, `requests`
- * (loopback URLs) and `screenshot(name)`. Prints `{ok, ...findings}` as JSON and sets the exit code.
+ * (loopback URLs), `responses` ({url, status}; any status >= 400 fails the run) and `screenshot(name)`. Prints `{ok, ...findings}` as JSON and sets the exit code.
  */
 export async function withBrowser(body) {
   const profile = await mkdtemp(path.join(os.tmpdir(), "ne-chromium-"));
-  const session = { blocked: [], pageErrors: [], consoleErrors: [], requests: [], findings: {} };
+  const session = { blocked: [], pageErrors: [], consoleErrors: [], requests: [], responses: [], findings: {} };
   let context;
   let failure = null;
   try {
@@ -69,6 +69,7 @@ export async function withBrowser(body) {
     const page = context.pages()[0] ?? (await context.newPage());
     page.setDefaultTimeout(Number(process.env.STEP_TIMEOUT_MS ?? 60000));
     page.on("pageerror", (error) => session.pageErrors.push(String(error)));
+    page.on("response", (response) => session.responses.push({ url: response.url(), status: response.status() }));
     page.on("console", (msg) => {
       if (msg.type() === "error") session.consoleErrors.push(msg.text());
     });
@@ -80,8 +81,12 @@ export async function withBrowser(body) {
     await body(page, session);
     check(session.pageErrors.length === 0, `page errors: ${JSON.stringify(session.pageErrors)}`);
     check(session.blocked.length === 0, `requests left the machine: ${JSON.stringify(session.blocked)}`);
+    // A 404 (a missing favicon or asset) or a 5xx, even one the page survived, is a defect.
+    const bad = session.responses.filter((r) => r.status >= 400 && !session.allowFailure?.(r));
+    check(bad.length === 0, `failed responses: ${JSON.stringify(bad)}`);
     // A failed load (a 400 from a stale operation, a missing asset) shows up only here.
-    check(session.consoleErrors.length === 0, `console errors: ${JSON.stringify(session.consoleErrors)}`);
+    const consoleErrors = session.consoleErrors.filter((text) => !session.allowConsole?.(text));
+    check(consoleErrors.length === 0, `console errors: ${JSON.stringify(consoleErrors)}`);
   } catch (error) {
     failure = error instanceof CheckFailed ? error.message : String(error?.stack ?? error);
   } finally {

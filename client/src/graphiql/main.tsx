@@ -10,11 +10,23 @@ import { createRoot } from "react-dom/client";
 
 import { graphqlUrls } from "../shared/urls";
 
-const DEFAULT_QUERY = `# neuron-explainer: try a node of the loaded model, e.g.
-query Example {
+/** Runs as it stands on any server (a test runs it in Chromium): what model and data are here. */
+export const DEFAULT_QUERY = `# neuron-explainer: run this with the ▶ button (Ctrl-Enter); the Docs pane lists every field.
+# A node id is model/kind/layer/index, e.g. tiny-gpt2/mlp_neuron/1/37 on the embedded default:
+#   { node(id: "tiny-gpt2/mlp_neuron/1/37") { maxActivation topActivations(first: 3) { tokens activations } } }
+query Welcome {
   modelInfo {
-    name
+    modelName
     nLayers
+    dMlp
+    nHeads
+    running
+    mlpAutoencoderName
+    attentionAutoencoderName
+  }
+  datasets {
+    name
+    kind
   }
 }
 `;

@@ -1,5 +1,7 @@
 import type { CombinedError } from "urql";
 
+import type { ErrorCode } from "../generated/graphql";
+
 /** One error as the page shows it: a headline for the code, the server's message, and its fields. */
 export interface ReadableError {
   code: string;
@@ -8,8 +10,11 @@ export interface ReadableError {
   details: [string, string][];
 }
 
-/** Headlines for the `extensions.code` values the server documents (DESIGN.md, "Errors"). */
-const TITLES: Record<string, string> = {
+/** What the page itself may report besides the server's codes. */
+type PageCode = "NETWORK" | "CLIENT";
+
+/** A headline for every `extensions.code` in the SDL's `ErrorCode` enum: a code added there fails tsc here. */
+const TITLES: Record<ErrorCode | PageCode, string> = {
   BAD_USER_INPUT: "That input is not valid",
   NOT_FOUND: "Not found",
   MODEL_NOT_LOADED: "No model is loaded on this server",
@@ -18,7 +23,9 @@ const TITLES: Record<string, string> = {
   UPSTREAM_UNAVAILABLE: "A service the server depends on is unavailable",
   LIMIT_EXCEEDED: "The request is over a server limit",
   UNAUTHENTICATED: "Not signed in",
-  CORRUPT_BLOB: "Stored data could not be read",
+  CORRUPT_DATA: "Stored data could not be read",
+  NOT_READY: "The server is still starting",
+  INTERRUPTED: "The server stopped before the job ended (ask again to resume it)",
   GRAPHQL_VALIDATION_FAILED: "The page and the server disagree on the schema (rebuild the client)",
   INTERNAL_SERVER_ERROR: "The server failed",
   NETWORK: "Could not reach the server",
@@ -26,12 +33,14 @@ const TITLES: Record<string, string> = {
 };
 
 export function titleForCode(code: string): string {
-  return TITLES[code] ?? `Error (${code})`;
+  return (TITLES as Record<string, string>)[code] ?? `Error (${code})`;
 }
 
 function detailValue(value: unknown): string {
   if (Array.isArray(value)) return value.map(detailValue).join(", ");
   if (value !== null && typeof value === "object") return JSON.stringify(value);
+  // A token's leading space is part of it (" Mary"): quote a string that starts or ends with whitespace.
+  if (typeof value === "string" && value !== value.trim()) return JSON.stringify(value);
   return String(value);
 }
 

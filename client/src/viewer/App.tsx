@@ -1,11 +1,42 @@
 import { useEffect, useState } from "react";
 
 import { useModelInfoQuery } from "../generated/hooks";
+import { BrowsePage } from "./browse/BrowsePage";
 import { ErrorView, FatalBanner } from "./ErrorView";
-import { NodePanel } from "./NodePanel";
+import { HomePage } from "./home/HomePage";
+import { NodePage } from "./node/NodePage";
+import { PromptPage } from "./prompt/PromptPage";
+import { promptRoute } from "./prompt/promptRoute";
+import { type Route, linkProps, navigate, nodeRoute, useRoute } from "./routing";
 
-function nodeFromUrl(): string {
-  return new URLSearchParams(window.location.search).get("node") ?? "";
+/** The server's start-up, from `/health/ready`: the page waits (and says what the server is doing) until 200. */
+function useServerReady(): { ready: boolean; phase: string | null } {
+  const [state, setState] = useState<{ ready: boolean; phase: string | null }>({ ready: false, phase: null });
+  useEffect(() => {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const poll = async () => {
+      try {
+        const response = await fetch("/health/ready", { cache: "no-store" });
+        const body = (await response.json()) as { status?: string; phase?: string; reason?: string };
+        if (stopped) return;
+        if (response.ok) {
+          setState({ ready: true, phase: null });
+          return;
+        }
+        setState({ ready: false, phase: body.reason ? `could not start: ${body.reason}` : (body.phase ?? body.status ?? null) });
+      } catch {
+        if (!stopped) setState({ ready: false, phase: "not reachable" });
+      }
+      timer = setTimeout(() => void poll(), 1000);
+    };
+    void poll();
+    return () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    };
+  }, []);
+  return state;
 }
 
 function ModelHeader() {
@@ -25,55 +56,77 @@ function ModelHeader() {
   );
 }
 
-/** The viewer: a node id box (kept in `?node=` so a view can be linked) and that node's panel. */
+/** Jump to a node by id, from every page. */
+function JumpBox({ current }: { current: string }) {
+  const [draft, setDraft] = useState(current);
+  useEffect(() => setDraft(current), [current]);
+  return (
+    <form
+      className="row jump"
+      onSubmit={(event) => {
+        event.preventDefault();
+        if (draft.trim() !== "") navigate(nodeRoute(draft.trim()));
+      }}
+    >
+      <input
+        className="grow"
+        data-testid="node-input"
+        value={draft}
+        onChange={(e) => setDraft(e.target.value)}
+        placeholder="node id, e.g. tiny-gpt2/mlp_neuron/1/37"
+        aria-label="node id"
+      />
+      <button type="submit" data-testid="node-open">
+        Open
+      </button>
+    </form>
+  );
+}
+
+/** The prompt the header's "Prompt" link opens (TDB's indirect-object example). */
+const EXAMPLE_PROMPT = "When Mary and John went to the store, John gave a drink to";
+
+/** The page for a route: one entry per page. */
+function Page({ route }: { route: Route }) {
+  switch (route.page) {
+    case "node":
+      return <NodePage key={route.id} route={route} />;
+    case "browse":
+      return <BrowsePage route={route} />;
+    case "prompt":
+      return <PromptPage route={route} />;
+    case "home":
+      return <HomePage />;
+  }
+}
+
+/** The viewer: a header (home, jump by id, GraphiQL), the model, and the page the URL names. */
 export function App() {
-  const [nodeId, setNodeId] = useState(nodeFromUrl);
-  const [draft, setDraft] = useState(nodeId);
-
-  useEffect(() => {
-    const onPop = () => {
-      const id = nodeFromUrl();
-      setNodeId(id);
-      setDraft(id);
-    };
-    window.addEventListener("popstate", onPop);
-    return () => window.removeEventListener("popstate", onPop);
-  }, []);
-
-  const open = (id: string) => {
-    const url = new URL(window.location.href);
-    url.searchParams.set("node", id);
-    window.history.pushState(null, "", url);
-    setNodeId(id);
-  };
-
+  const route = useRoute();
+  const { ready, phase } = useServerReady();
   return (
     <main>
       <FatalBanner />
-      <header>
-        <h1>neuron-explainer</h1>
+      <header className="top">
+        <h1>
+          <a {...linkProps({ page: "home" })}>neuron-explainer</a>
+        </h1>
+        <JumpBox current={route.page === "node" ? route.id : ""} />
+        <a data-testid="prompt-link" {...linkProps(promptRoute(EXAMPLE_PROMPT, { target: [" Mary"], distractor: [" John"] }))}>
+          Prompt
+        </a>
         <a href="/graphql">GraphiQL</a>
       </header>
-      <ModelHeader />
-      <form
-        className="row"
-        onSubmit={(event) => {
-          event.preventDefault();
-          if (draft.trim() !== "") open(draft.trim());
-        }}
-      >
-        <input
-          className="grow"
-          data-testid="node-input"
-          value={draft}
-          onChange={(e) => setDraft(e.target.value)}
-          placeholder="node id, e.g. gpt2-small/mlp_neuron/5/131"
-        />
-        <button type="submit" data-testid="node-open">
-          Open
-        </button>
-      </form>
-      {nodeId !== "" && <NodePanel key={nodeId} nodeId={nodeId} />}
+      {ready ? (
+        <>
+          <ModelHeader />
+          <Page route={route} />
+        </>
+      ) : (
+        <div className="notice" data-testid="starting">
+          The server is starting{phase ? ` (${phase})` : ""}; this page continues once it is ready.
+        </div>
+      )}
     </main>
   );
 }

@@ -22,11 +22,18 @@ function ErrorItem({ error }: { error: ReadableError }) {
   );
 }
 
-/** The server's typed errors (`extensions.code`) as readable messages. */
+/** The server's typed errors (`extensions.code`) as readable messages, each once (a bad prompt target fails every field that needs it alike). */
 export function ErrorView({ error }: { error: CombinedError }) {
+  const seen = new Set<string>();
+  const unique = readableErrors(error).filter((e) => {
+    const key = `${e.code}\n${e.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
   return (
     <>
-      {readableErrors(error).map((e, i) => (
+      {unique.map((e, i) => (
         <ErrorItem key={i} error={e} />
       ))}
     </>
