@@ -106,11 +106,7 @@ async def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    aes = (
-        {"mlp_autoencoder": "ae-tiny-mlp", "attn_autoencoder": "ae-tiny-attn"}
-        if args.model == "tiny-gpt2"
-        else {}
-    )
+    aes = {"mlp_autoencoder": "ae-tiny-mlp", "attn_autoencoder": "ae-tiny-attn"} if args.model == "tiny-gpt2" else {}
     name = str(gpt2_small_shape()) if args.model == "gpt2-small-shape" else args.model
     model = load_model(name, device=args.device, **aes)
     kinds = all_kinds(model) if args.kinds == "all" else parse_kinds(args.kinds, model)
@@ -129,9 +125,7 @@ async def main() -> None:
         stop_hook = [hook_names.resid_post(layers[-1])]
         bare_times, collate_times, pre_times, write_time = [], [], [], 0.0
         for round_ in range(args.rounds):
-            builder = DatasetBuilder(
-                LocalStore(Path(tmp) / f"out{round_}"), model, corpus, kinds, layers, config
-            )
+            builder = DatasetBuilder(LocalStore(Path(tmp) / f"out{round_}"), model, corpus, kinds, layers, config)
             if round_ == 0:
                 print(f"pre-pass values {'reused by' if builder.plan.reuse else 'recomputed in'} the main pass")
             start = time.perf_counter()

@@ -20,7 +20,7 @@ from neuron_explainer.inference import live
 from neuron_explainer.inference.engine import InferenceEngine
 from neuron_explainer.inference.forward import run_batch
 from neuron_explainer.inference.memory_debug import dump_memory_snapshot, start_memory_recording
-from neuron_explainer.inference.requests import ForwardRequest
+from neuron_explainer.inference.requests import ForwardRequest, Target
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.model_registry import load_model
 from neuron_explainer.nodes import NodeId, NodeKind
@@ -42,7 +42,7 @@ def parity() -> None:
     loss = live.loss_config(cpu, [" the"], [" a"])
     c, g = live.hooks_for_top_nodes(cpu, NodeKind.MLP_NEURON, live.RankBy.ACT_TIMES_GRAD)
     request = live.request_for(
-        tokens, nodes=nodes, extra_captures=c, grad_captures=g, loss=loss, ablations=[ablation]
+        tokens, nodes=nodes, extra_captures=c, grad_captures=g, target=Target(loss), ablations=[ablation]
     )
     a, b = run_batch(cpu, [request])[0], run_batch(gpu, [request])[0]
     worst = max(float((a.activations[h] - b.activations[h]).abs().max()) for h in a.activations)
@@ -51,9 +51,7 @@ def parity() -> None:
         f"parity cpu-vs-cuda: max |activation diff| {worst:.2e}, max |grad diff| {worst_grad:.2e}, "
         f"loss {a.loss:.6f} vs {b.loss:.6f}, logits {float((a.last_logits - b.last_logits).abs().max()):.2e}"
     )
-    latents = frozenset(
-        hook_names.ae_latents(k, layer) for k in (nodes[2].kind, nodes[3].kind) for layer in range(2)
-    )
+    latents = frozenset(hook_names.ae_latents(k, layer) for k in (nodes[2].kind, nodes[3].kind) for layer in range(2))
     inserted, plain = run_batch(
         gpu, [ForwardRequest(tokens, latents, lm_loss=True), ForwardRequest(tokens, lm_loss=True)]
     )
@@ -65,13 +63,11 @@ def parity() -> None:
 async def real_oom(folder: str) -> None:
     model = load_model(folder, device="cuda")
     sizes: list[int] = []
-    engine = InferenceEngine(
-        model, max_batch_size=16, max_wait_ms=5, before_batch=lambda r: sizes.append(len(r))
-    )
+    engine = InferenceEngine(model, max_batch_size=16, max_wait_ms=5, before_batch=lambda r: sizes.append(len(r)))
     captures, grads = live.hooks_for_top_nodes(model, NodeKind.ATTENTION_HEAD, live.RankBy.ACT_TIMES_GRAD)
     loss = live.loss_config(model, [" the"])
     requests = [
-        ForwardRequest(tuple((i * 7 + j) % 50000 for j in range(1024)), captures, grads, loss=loss)
+        ForwardRequest(tuple((i * 7 + j) % 50000 for j in range(1024)), captures, grads, target=Target(loss))
         for i in range(16)
     ]
     await engine.run(requests[0])  # warm-up, unconstrained

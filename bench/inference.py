@@ -165,6 +165,24 @@ async def _clients(port: int, prompts: list[list[str]]) -> float:
     return sum(len(m) for m in prompts) / (time.perf_counter() - start)
 
 
+def _settled(server: ServerProcess, idle_share: float = 0.05, timeout_s: float = 90) -> None:
+    """Until the server process is idle: after ``ready`` it still loads the explanation-search embedder in
+    the background, which would take CPU from whichever mode is measured first."""
+    assert server.proc is not None
+    stat, ticks = Path(f"/proc/{server.proc.pid}/stat"), os.sysconf("SC_CLK_TCK")
+
+    def cpu_s() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = cpu_s()
+        time.sleep(1.0)
+        if cpu_s() - before < idle_share:
+            return
+
+
 def _forwards(server: ServerProcess) -> int:
     body = httpx.post(f"{server.url}/graphql", json={"query": "{ engineStats { forwardCount } }"}).json()
     return int(body["data"]["engineStats"]["forwardCount"])
@@ -180,6 +198,7 @@ def bench_coalescing(data_root: str, rounds: int, n_clients: int = 16) -> bool:
     rates: dict[str, float] = {}
     for label, flags in (("batched", []), ("batch size 1", ["--max_batch_size", "1"])):
         with ServerProcess(["--model_name", "tiny-gpt2", "--data_root", data_root, *flags]) as server:
+            _settled(server)
             asyncio.run(_clients(server.port, [mine[:2] for mine in prompts]))  # warm-up
             before = _forwards(server)
             rates[label] = asyncio.run(_clients(server.port, prompts))

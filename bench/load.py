@@ -13,7 +13,12 @@ Prints requests served, errors and p50/p99 latency per kind, and the server's re
 warm-up and at the end; ends with the two figures the hardening issue asks for:
     bench load_errors: N (target <= 0) PASS|FAIL
     bench load_memory_growth_mb: X (target <= 200) PASS|FAIL
-Run: ``.venv/bin/python bench/load.py [--clients 50] [--seconds 60]``.
+Then, with a model, the flood (issue 16): ``--flood_clients`` (1,000) minimal keep-alive clients loop live
+prompts (``Query.prompt``; a ``LIMIT_EXCEEDED`` refusal's ``retryAfter`` is honoured) while one client
+times ``{ __typename }`` and a stored query every 50 ms; their p99 must stay under 250 ms:
+    bench load_flood_typename_p99_ms: X (target <= 250) PASS|FAIL
+    bench load_flood_stored_p99_ms: X (target <= 250) PASS|FAIL
+Run: ``.venv/bin/python bench/load.py [--clients 50] [--seconds 60] [--flood_clients 1000] [--flood_seconds 20]``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import websockets  # noqa: E402
 
 from tests.azurite import AzuriteProcess  # noqa: E402
 from tests.hardening_data import N_NODES, data_root, neuron, upload  # noqa: E402
+from tests.raw_http import RawClient  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
 
 STORED = (
@@ -112,7 +118,7 @@ class Load:
     async def subscription(self, client: httpx.AsyncClient, rng: random.Random) -> None:
         fields = {"nodeId": neuron(rng.randrange(N_NODES)), "explanation": rng.choice(EXPLANATIONS)}
         response = await client.post(
-            "/graphql", json={"query": SCORE, "variables": {"input": {**fields, "method": "token-lookup"}}}
+            "/graphql", json={"query": SCORE, "variables": {"input": {**fields, "method": "TOKEN_LOOKUP"}}}
         )
         body = response.json()
         if body.get("errors"):
@@ -164,6 +170,56 @@ class Load:
         return time.monotonic() - started, samples
 
 
+FLOOD_PROMPT = "query($p: String!) { prompt(text: $p) { loss topLogits(k: 2) { token } } }"
+
+
+async def flood(port: int, clients: int, seconds: float) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """``clients`` looping live prompts while a probe times ``{ __typename }`` and a stored query."""
+    stop = time.monotonic() + seconds
+    latency: dict[str, list[float]] = {"typename": [], "stored": []}
+    counts = {"live": 0, "refused": 0, "errors": 0}
+    stored = {"query": STORED, "variables": {"id": neuron(3)}}
+
+    async def live(i: int) -> None:
+        client = RawClient(port)
+        n = 0
+        await asyncio.sleep(i * 0.002)  # clients arrive over 2 s, as connections do
+        try:
+            while time.monotonic() < stop:
+                n += 1
+                variables = {"p": f"Client {i} asks for the {n}th time about"}
+                _, body = await client.post_json("/graphql", {"query": FLOOD_PROMPT, "variables": variables})
+                ext = (body.get("errors") or [{}])[0].get("extensions", {})
+                if ext.get("code") == "LIMIT_EXCEEDED" and ext.get("retryAfter") is not None:
+                    counts["refused"] += 1
+                    await asyncio.sleep(float(ext["retryAfter"]))
+                elif body.get("errors"):
+                    counts["errors"] += 1
+                else:
+                    counts["live"] += 1
+        finally:
+            await client.close()
+
+    async def probe() -> None:
+        client = RawClient(port)
+        await client.post_json("/graphql", stored)  # the stored record is read once before timing
+        await asyncio.sleep(3)  # every flood client is connected and looping
+        try:
+            while time.monotonic() < stop:
+                for kind, payload in (("typename", {"query": "{ __typename }"}), ("stored", stored)):
+                    start = time.perf_counter()
+                    _, body = await client.post_json("/graphql", payload)
+                    latency[kind].append(time.perf_counter() - start)
+                    if body.get("errors"):
+                        counts["errors"] += 1
+                await asyncio.sleep(0.05)
+        finally:
+            await client.close()
+
+    await asyncio.gather(probe(), *(live(i) for i in range(clients)))
+    return latency, counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
@@ -178,6 +234,8 @@ def main() -> int:
     parser.add_argument("--model_name", default="tiny-gpt2")
     parser.add_argument("--run_model", default="True")
     parser.add_argument("--data_root", default=None, help="default: a tiny dataset uploaded to a fresh Azurite")
+    parser.add_argument("--flood_clients", type=int, default=1000, help="live-prompt clients of the flood; 0: none")
+    parser.add_argument("--flood_seconds", type=float, default=20.0)
     args = parser.parse_args()
 
     azurite = AzuriteProcess() if args.data_root is None else None
@@ -204,6 +262,10 @@ def main() -> int:
             elapsed, samples = asyncio.run(load.run(args.clients, args.seconds, server.proc.pid))
             after = rss_mb(server.proc.pid)
             alive = server.proc.poll() is None and httpx.get(f"{server.url}/health").status_code == 200
+            flooded = None
+            if live and args.flood_clients > 0:
+                flooded = asyncio.run(flood(server.port, args.flood_clients, args.flood_seconds))
+                alive = alive and server.proc.poll() is None
     finally:
         if azurite is not None:
             azurite.stop()
@@ -230,7 +292,21 @@ def main() -> int:
     ok_memory = growth <= 200
     print(f"bench load_errors: {errors} (target <= 0) {'PASS' if ok_errors else 'FAIL'}")
     print(f"bench load_memory_growth_mb: {growth:.1f} (target <= 200) {'PASS' if ok_memory else 'FAIL'}")
-    return 0 if ok_errors and ok_memory else 1
+    ok_flood = True
+    if flooded is not None:
+        latency, counts = flooded
+        print(
+            f"flood: {args.flood_clients} live-prompt clients x {args.flood_seconds:g} s: {counts['live']} served, "
+            f"{counts['refused']} refused with a retry hint, {counts['errors']} errors"
+        )
+        for kind in ("typename", "stored"):
+            lat = latency[kind]
+            p99 = percentile(lat, 0.99) * 1e3
+            print(f"  {kind:9s} {len(lat):4d} timed  p50 {percentile(lat, 0.5) * 1e3:6.1f} ms  p99 {p99:6.1f} ms")
+            ok = p99 <= 250 and counts["errors"] == 0
+            ok_flood &= ok
+            print(f"bench load_flood_{kind}_p99_ms: {p99:.1f} (target <= 250) {'PASS' if ok else 'FAIL'}")
+    return 0 if ok_errors and ok_memory and ok_flood else 1
 
 
 if __name__ == "__main__":
