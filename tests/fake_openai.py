@@ -6,7 +6,10 @@
 - an attention pair request (``logprobs`` asked) gets "1" with p = 0.9 when the ``**to**`` token's
   word appears in the explanation, else p = 0.1;
 - an explanation request gets "the words a, b" from the top-valued tokens of the last user turn
-  (``**to**`` tokens for attention heads).
+  (``**to**`` tokens for attention heads);
+- a detection request (numbered excerpts) gets ``{"answers": [...]}`` with 1 for an excerpt holding a
+  word of the explanation (stopwords such as "the" or "words" do not count), and a fuzzing request 1
+  for an excerpt whose every ``<<marked>>`` token is such a word.
 ``/v1/completions`` with ``echo`` returns the prompt's tokens (a whitespace tokenizer) with top
 logprobs: at each ``<tab>unknown`` after the last ``<start>``, mass on "10" when the line's token
 is mentioned in the explanation, else on "0".
@@ -42,6 +45,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 CHAT = "/v1/chat/completions"
+CLASSIFIER_SYSTEM_START = "You are checking an explanation of one neuron"
+_STOPWORDS = {"the", "a", "an", "of", "to", "in", "and", "or", "word", "words", "token", "tokens", "this", "like"}
 COMPLETIONS = "/v1/completions"
 _WORD = re.compile(r"[a-z0-9']+")
 _TOKEN = re.compile(r"[\t ]?[^\s]+|\s")
@@ -120,6 +125,8 @@ class FakeOpenAI:
                 content = "I think these tokens are interesting, but I will not say how much."
             elif body.get("logprobs"):
                 content, logprobs = self._pair_answer(last)
+            elif messages[0]["content"].startswith(CLASSIFIER_SYSTEM_START):
+                content = self._classify(last, short=fault == "short")
             elif (document := self._json_document(messages)) is not None:
                 content = self._simulate(document, short=fault == "short")
             else:
@@ -163,9 +170,20 @@ class FakeOpenAI:
             {"token": e["token"], "activation": 10 if _mentioned(e["token"], explanation) else 0}
             for e in document["activations"]
         ]
-        return json.dumps(
-            {"to_find": document.get("to_find"), "activations": entries[:-1] if short else entries}
-        )
+        return json.dumps({"to_find": document.get("to_find"), "activations": entries[:-1] if short else entries})
+
+    @staticmethod
+    def _classify(last: str, short: bool) -> str:
+        explained = re.search(r"^Explanation: this neuron responds to (.*)\.$", last, re.M)
+        words = _words(explained.group(1) if explained else "") - _STOPWORDS
+        answers = []
+        for line in re.findall(r"^\d+: (.*)$", last, re.M):
+            marked = re.findall(r"<<(.+?)>>", line)
+            if marked:
+                answers.append(int(all(_mentioned(t, words) for t in marked)))
+            else:
+                answers.append(int(bool(_words(line) & words)))
+        return json.dumps({"answers": answers[:-1] if short else answers})
 
     @staticmethod
     def _pair_answer(last: str) -> tuple[str, dict[str, Any]]:
@@ -178,9 +196,7 @@ class FakeOpenAI:
         ]
         answer = "1" if p1 > 0.5 else "0"
         return answer, {
-            "content": [
-                {"token": answer, "logprob": math.log(max(p1, 1 - p1)), "bytes": None, "top_logprobs": top}
-            ]
+            "content": [{"token": answer, "logprob": math.log(max(p1, 1 - p1)), "bytes": None, "top_logprobs": top}]
         }
 
     @staticmethod
@@ -229,11 +245,7 @@ class FakeOpenAI:
             if offset > section and token == "\tunknown":
                 line = prompt[prompt.rfind("\n", 0, offset) + 1 : offset]
                 hit = _mentioned(line, explanation)
-                top = (
-                    {"10": math.log(0.9), "0": math.log(0.1)}
-                    if hit
-                    else {"0": math.log(0.9), "1": math.log(0.1)}
-                )
+                top = {"10": math.log(0.9), "0": math.log(0.1)} if hit else {"0": math.log(0.9), "1": math.log(0.1)}
             tokens.append(token)
             offsets.append(offset)
             tops.append(top)

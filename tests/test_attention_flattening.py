@@ -35,9 +35,7 @@ def test_square_flattening_is_tril_indices_order(n: int) -> None:
     flat = flatten_rows([matrix[i, : i + 1].tolist() for i in range(n)])
     assert flat == expected
     assert unflatten_rows(flat, n) == [matrix[i, : i + 1].tolist() for i in range(n)]
-    assert [flat_index_to_pair(k) for k in range(len(flat))] == list(
-        zip(rows.tolist(), cols.tolist(), strict=True)
-    )
+    assert [flat_index_to_pair(k) for k in range(len(flat))] == list(zip(rows.tolist(), cols.tolist(), strict=True))
     assert [flat_index_to_pair(k, n, len(flat)) for k in range(len(flat))] == list(
         zip(rows.tolist(), cols.tolist(), strict=True)
     )

@@ -60,9 +60,7 @@ async def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
         await asyncio.sleep(0.01)
         raise UpstreamUnavailable("down", location="x")
 
-    results = await asyncio.gather(
-        *(cache.get_or_load("k", len, failing) for _ in range(5)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(cache.get_or_load("k", len, failing) for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, UpstreamUnavailable) for r in results) and calls == 1
 
     async def missing() -> bytes | None:

@@ -16,9 +16,7 @@ GENERATED = ROOT / "client" / "src" / "generated"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    with ServerProcess(
-        ["--run_model", "False", "--data_root", str(ROOT / "tests" / "fixtures" / "tdb")]
-    ) as s:
+    with ServerProcess(["--run_model", "False", "--data_root", str(ROOT / "tests" / "fixtures" / "tdb")]) as s:
         yield s
 
 

@@ -34,6 +34,7 @@ from neuron_explainer.collation import (
     reference_datasets,
 )
 from neuron_explainer.collation import builder as builder_module
+from neuron_explainer.collation import groups as groups_module
 from neuron_explainer.collation.builder import DatasetBuilder
 from neuron_explainer.collation.demo import all_kinds
 from neuron_explainer.collation.statistics import QUANTILES
@@ -101,9 +102,7 @@ def brute(
             attn_out = cache[hook_names.attn_out(layer)]
             latents = {  # encode is differentiable: detach below
                 MLP_AE: model.autoencoders[NodeKind.MLP_AUTOENCODER_LATENT].layers[layer].encode(post),
-                ATTN_AE: model.autoencoders[NodeKind.ATTENTION_AUTOENCODER_LATENT]
-                .layers[layer]
-                .encode(attn_out),
+                ATTN_AE: model.autoencoders[NodeKind.ATTENTION_AUTOENCODER_LATENT].layers[layer].encode(attn_out),
             }
             for name, value in [("mlp_neuron", post), ("attention_head", pairs), *latents.items()]:
                 array = value.detach().float().numpy()
@@ -126,14 +125,9 @@ def _dataset(root: Path, segment: str) -> DatasetSpec:
     return DatasetSpec.from_json(entry)
 
 
-def _expected(
-    model: LoadedModel, corpus: Corpus, values: np.ndarray, seqs: list[int]
-) -> list[ActivationRecord]:
+def _expected(model: LoadedModel, corpus: Corpus, values: np.ndarray, seqs: list[int]) -> list[ActivationRecord]:
     windows = corpus.take(seqs).tolist()
-    return [
-        ActivationRecord(model.to_str_tokens(w), values[s].tolist())
-        for w, s in zip(windows, seqs, strict=True)
-    ]
+    return [ActivationRecord(model.to_str_tokens(w), values[s].tolist()) for w, s in zip(windows, seqs, strict=True)]
 
 
 @pytest.mark.parametrize("segment", list(CHECKED))
@@ -170,12 +164,8 @@ def test_records_equal_brute_force(
             mean, var = flat.mean(), flat.var()
             assert record.mean == pytest.approx(mean, rel=1e-4, abs=1e-6)
             assert record.variance == pytest.approx(var, rel=1e-4, abs=1e-8)
-            assert record.skewness == pytest.approx(
-                ((flat - mean) ** 3).mean() / var**1.5, rel=1e-4, abs=1e-4
-            )
-            assert record.kurtosis == pytest.approx(
-                ((flat - mean) ** 4).mean() / var**2 - 3, rel=1e-4, abs=1e-4
-            )
+            assert record.skewness == pytest.approx(((flat - mean) ** 3).mean() / var**1.5, rel=1e-4, abs=1e-4)
+            assert record.kurtosis == pytest.approx(((flat - mean) ** 4).mean() / var**2 - 3, rel=1e-4, abs=1e-4)
 
 
 def test_metadata_and_index(built: Path, model: LoadedModel, corpus: Corpus) -> None:
@@ -271,9 +261,7 @@ async def test_kill_and_resume_equals_a_clean_run(
     assert (tmp_path / "resumed" / "_checkpoints" / f"{builder.run_key}.pt").stat().st_size > 0
 
     calls.clear()
-    again = DatasetBuilder(
-        resumed, model, corpus, kinds, [1], config, run_on_model=_runner(model, None, calls)
-    )
+    again = DatasetBuilder(resumed, model, corpus, kinds, [1], config, run_on_model=_runner(model, None, calls))
     await again.run()
     assert len(calls) == len(plan.main) - done  # resumed after the crash's last batch: no pre-pass, no replay
     assert _blobs(tmp_path / "resumed") == _blobs(tmp_path / "clean")
@@ -290,7 +278,8 @@ async def test_kept_prepass_values_spare_the_second_forward(
         forwards.append(len(tokens))
         return real_capture(model, tokens, hooks)
 
-    monkeypatch.setattr(builder_module, "capture", counting)
+    monkeypatch.setattr(builder_module, "capture", counting)  # main-pass forwards
+    monkeypatch.setattr(groups_module, "capture", counting)  # pre-pass forwards (``batch_values``)
     kinds = [KindSpec(NodeKind.MLP_NEURON), KindSpec(NodeKind.ATTENTION_HEAD)]
     await build_dataset(LocalStore(tmp_path / "kept"), model, corpus, kinds, [0], CONFIG)
     assert sum(forwards) == corpus.n_windows
@@ -336,9 +325,7 @@ class _FailingStore:
         await self.inner.close()
 
 
-async def test_a_crash_while_writing_resumes_at_the_writing(
-    model: LoadedModel, corpus: Corpus, tmp_path: Path
-) -> None:
+async def test_a_crash_while_writing_resumes_at_the_writing(model: LoadedModel, corpus: Corpus, tmp_path: Path) -> None:
     kinds = [KindSpec(NodeKind.ATTENTION_HEAD)]
     await build_dataset(LocalStore(tmp_path / "clean"), model, corpus, kinds, [0, 1], CONFIG)
     failing = _FailingStore(LocalStore(tmp_path / "resumed"), fail_at=6)
@@ -348,9 +335,7 @@ async def test_a_crash_while_writing_resumes_at_the_writing(
     assert not (tmp_path / "resumed" / "neuron-explainer-datasets.json").exists()
     calls: list[int] = []
     resumed = LocalStore(tmp_path / "resumed")
-    await DatasetBuilder(
-        resumed, model, corpus, kinds, [0, 1], CONFIG, run_on_model=_runner(model, None, calls)
-    ).run()
+    await DatasetBuilder(resumed, model, corpus, kinds, [0, 1], CONFIG, run_on_model=_runner(model, None, calls)).run()
     assert calls == []  # the accumulators came back from the final checkpoint
     assert _blobs(tmp_path / "resumed") == _blobs(tmp_path / "clean")
 
@@ -365,12 +350,7 @@ async def test_demo_dataset_every_kind_under_a_minute_then_served(model: LoadedM
     for spec in specs:
         for layer in (0, 1):
             n = len(list((tmp_path / spec.records_path / str(layer)).glob("*.json")))
-            assert (
-                n
-                == {"mlp_neuron": 256, "attention_head": 4, MLP_AE: 512, ATTN_AE: 256}[
-                    spec.name.split("/")[1]
-                ]
-            )
+            assert n == {"mlp_neuron": 256, "attention_head": 4, MLP_AE: 512, ATTN_AE: 256}[spec.name.split("/")[1]]
     record, dataset = await _read(store, NodeId(M, NodeKind.MLP_AUTOENCODER_LATENT, 1, 42, MLP_AE))
     assert len(record.most_positive_activation_records) == 20 and len(record.random_sample) == 15
     assert dataset == reference_datasets(model)[KindSpec(NodeKind.MLP_AUTOENCODER_LATENT, MLP_AE)].name
@@ -381,7 +361,7 @@ async def test_demo_dataset_every_kind_under_a_minute_then_served(model: LoadedM
     await build_demo_dataset(store, model, run_on_model=no_forwards)
 
 
-async def test_live_layer_writes_into_the_reference_dataset_and_merges_layers(
+async def test_live_layer_writes_a_live_dataset_of_its_own_and_merges_layers(
     model: LoadedModel, tmp_path: Path
 ) -> None:
     store = LocalStore(tmp_path)
@@ -391,9 +371,11 @@ async def test_live_layer_writes_into_the_reference_dataset_and_merges_layers(
         spec = await build_live_layer(store, model, node, run_on_model=engine.call)
     finally:
         await engine.close()
-    assert spec == reference_datasets(model)[KindSpec(NodeKind.ATTENTION_HEAD)]
-    record, dataset = await _read(store, node)
-    assert dataset == spec.name and len(record.most_positive_activation_records) == 20
+    reference = reference_datasets(model)[KindSpec(NodeKind.ATTENTION_HEAD)]
+    assert spec.name == reference.name + "-live" and spec.records_path != reference.records_path
+    assert not (tmp_path / "_checkpoints").exists() and not (tmp_path / "neuron-explainer-datasets.json").exists()
+    record = decode_neuron_record((tmp_path / spec.records_path / "1" / "2.json").read_bytes(), "live")
+    assert len(record.most_positive_activation_records) == 20
     await build_live_layer(store, model, NodeId(M, NodeKind.ATTENTION_HEAD, 0, 0))
     meta = json.loads((tmp_path / spec.records_path / "metadata.json").read_text())
     assert meta["layers"] == [0, 1]

@@ -24,7 +24,6 @@ from neuron_explainer.storage.datasets import (
 MLP = NodeKind.MLP_NEURON
 
 
-
 def _paths(node: NodeId) -> list[tuple[str, str]]:
     return [
         (record_path(d, node.layer, node.index), explanation_path(d, node.layer, node.index))
@@ -116,9 +115,7 @@ async def test_index_datasets_come_first_and_replace_same_named_defaults(store: 
         "gpt2-small/mlp_post_act",
     ]
     assert registry.datasets_for(NodeId("gpt2-xl", MLP, 1, 2)) == [moved]
-    assert registry.datasets_for(NodeId("tiny-gpt2", NodeKind.MLP_AUTOENCODER_LATENT, 0, 3, "ae-custom")) == [
-        tiny
-    ]
+    assert registry.datasets_for(NodeId("tiny-gpt2", NodeKind.MLP_AUTOENCODER_LATENT, 0, 3, "ae-custom")) == [tiny]
     assert registry.autoencoder_kinds()["ae-custom"] is NodeKind.MLP_AUTOENCODER_LATENT
     assert len(registry.all()) == 10
     assert default.datasets_for(NodeId("gpt2-xl", MLP, 1, 2))[0].records_path == "data/collated-activations"
@@ -138,10 +135,7 @@ async def test_a_malformed_index_names_the_blob(store: BlobStore, content: bytes
 
 
 async def test_concurrent_builders_registering_datasets_lose_none(store: BlobStore) -> None:
-    specs = [
-        DatasetSpec(f"run-{i}", "tiny-gpt2", MLP, None, f"runs/{i}/records", f"runs/{i}/expl")
-        for i in range(8)
-    ]
+    specs = [DatasetSpec(f"run-{i}", "tiny-gpt2", MLP, None, f"runs/{i}/records", f"runs/{i}/expl") for i in range(8)]
     await asyncio.gather(*(register_dataset(store, s) for s in specs))
     again = DatasetSpec("run-3", "tiny-gpt2", MLP, None, "runs/3b/records", "runs/3b/expl")
     await register_dataset(store, again)

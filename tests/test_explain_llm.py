@@ -63,7 +63,7 @@ def test_no_key_builds_nothing() -> None:
 
 async def test_neuron_explainer_shows_train_split_on_0_10_scale(llm: LlmClient, fake: FakeOpenAI) -> None:
     record = neuron_record()
-    explanation = await TokenActivationPairExplainer(llm).explain(record)
+    explanation = (await TokenActivationPairExplainer(llm).explain(record)).text
     assert explanation == "the words cat, dog" or explanation == "the words dog, cat"
     ((path, body),) = fake.requests
     target = body["messages"][-1]["content"]
@@ -83,7 +83,7 @@ async def test_explainer_trims_few_shot_to_the_context_budget(llm: LlmClient, fa
 
 
 async def test_attention_explainer_marks_pairs(llm: LlmClient, fake: FakeOpenAI) -> None:
-    explanation = await AttentionHeadExplainer(llm).explain(head_record())
+    explanation = (await AttentionHeadExplainer(llm).explain(head_record())).text
     assert explanation == "attends to the words cat"
     target = fake.requests[-1][1]["messages"][-1]["content"]
     assert target.count("**cat**") == 5 and target.count("<|sequence_separator|>") == 4 and "[[" in target
@@ -133,9 +133,7 @@ async def test_400_fails_at_once(llm: LlmClient, fake: FakeOpenAI) -> None:
     assert caught.value.fields["status"] == 400 and fake.count(CHAT) == 1
 
 
-async def test_slow_reply_times_out_and_is_retried(
-    fake: FakeOpenAI, fake_url: tuple[FakeOpenAI, str]
-) -> None:
+async def test_slow_reply_times_out_and_is_retried(fake: FakeOpenAI, fake_url: tuple[FakeOpenAI, str]) -> None:
     fake.slow_s = 1.0
     fake.inject(CHAT, "slow")
     client = LlmClient(LlmSettings(api_key="k", base_url=fake_url[1], timeout_s=0.3, backoff_initial_s=0.01))

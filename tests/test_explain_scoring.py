@@ -48,9 +48,7 @@ def test_correlation_matches_numpy_and_guards_constants() -> None:
 
 def test_rsquared_and_absolute_deviation() -> None:
     real, pred = np.array([1.0, 2.0, 0.0, 4.0]), np.array([1.5, 1.0, 0.0, 3.0])
-    assert rsquared_score(list(real), list(pred)) == pytest.approx(
-        1 - np.mean((real - pred) ** 2) / np.mean(real**2)
-    )
+    assert rsquared_score(list(real), list(pred)) == pytest.approx(1 - np.mean((real - pred) ** 2) / np.mean(real**2))
     assert absolute_dev_explained_score(list(real), list(pred)) == pytest.approx(
         1 - np.mean(np.abs(real - pred)) / np.mean(np.abs(real))
     )
@@ -94,9 +92,7 @@ def test_splits_follow_the_original_strides() -> None:
     record = neuron_record(n_top=20, n_random=15)
     top, rand = record.most_positive_activation_records, record.random_sample
     assert train_records(record) == [top[i] for i in (0, 4, 8, 12, 16)]
-    assert valid_records(record) == [top[i] for i in (2, 6, 10, 14, 18)] + [
-        rand[i] for i in (1, 4, 7, 10, 13)
-    ]
+    assert valid_records(record) == [top[i] for i in (2, 6, 10, 14, 18)] + [rand[i] for i in (1, 4, 7, 10, 13)]
     assert valid_records(record, max_sequences=2) == [top[2], top[6]]
     with pytest.raises(BadInput):
         valid_records(record, max_sequences=0)
@@ -113,9 +109,7 @@ def test_unexplainable_nodes_are_bad_input() -> None:
     with pytest.raises(BadInput, match="never active"):
         check_explainable(silent_record(), "m/mlp_neuron/0/2")
     with pytest.raises(BadInput, match="no activation records"):
-        check_explainable(
-            NeuronRecord(layer=0, index=0, most_positive_activation_records=[]), "m/mlp_neuron/0/0"
-        )
+        check_explainable(NeuronRecord(layer=0, index=0, most_positive_activation_records=[]), "m/mlp_neuron/0/0")
 
 
 def test_normalize_0_10() -> None:
@@ -125,8 +119,8 @@ def test_normalize_0_10() -> None:
 
 def test_pair_coords_square_and_truncated_window() -> None:
     assert pair_coords(3, 6) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
-    # window 2 over 4 tokens: rows of 1, 2, 2, 2 values
-    assert pair_coords(4, 7) == [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3)]
+    # window 2 over 4 tokens: rows of 1, 2, 2, 2 values, keys 0..1 (torch.tril_indices(4, 2), the original's)
+    assert pair_coords(4, 7) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
     with pytest.raises(BadInput):
         pair_coords(4, 8)
 

@@ -3,6 +3,7 @@ the real JobManager, token-lookup scorer, RecordReader and stores (a folder and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -38,9 +39,7 @@ from neuron_explainer.storage.reader import RecordReader
 from tests.explain_records import head_record, neuron_record
 
 MINE = DatasetSpec("mine", "gpt2-small", NodeKind.MLP_NEURON, None, "mine/records", "mine/explanations")
-HEADS = DatasetSpec(
-    "heads", "gpt2-small", NodeKind.ATTENTION_HEAD, None, "heads/records", "heads/explanations"
-)
+HEADS = DatasetSpec("heads", "gpt2-small", NodeKind.ATTENTION_HEAD, None, "heads/records", "heads/explanations")
 NEURON = NodeId("gpt2-small", NodeKind.MLP_NEURON, 0, 1)
 HEAD = NodeId("gpt2-small", NodeKind.ATTENTION_HEAD, 0, 1)
 LIVE = NodeId("gpt2-small", NodeKind.MLP_NEURON, 3, 7)
@@ -91,9 +90,7 @@ async def test_scores_land_in_the_method_folder_without_a_method_key(store: Blob
     reader = _reader(store)
     await store.put(
         explanation_path(MINE, 0, 1),
-        encode_explanations(
-            NeuronSimulationResults(0, 1, [ScoredExplanation("old", ScoredSimulation([], 0.5))])
-        ),
+        encode_explanations(NeuronSimulationResults(0, 1, [ScoredExplanation("old", ScoredSimulation([], 0.5))])),
     )
     jobs = _manager(reader)
     job = await jobs.score(NEURON, "cat", "token-lookup")
@@ -183,3 +180,18 @@ def test_method_datasets_and_the_index_format() -> None:
         NodeId("gpt2-small", NodeKind.MLP_NEURON, 3, 7)
     )
     assert live_dataset(HEAD).explanations_path == "live-explanations/gpt2-small/attention_head"
+
+
+async def test_many_results_for_one_node_are_written_once_per_flush(store: BlobStore) -> None:
+    """40 jobs scoring one node: every result lands, in far fewer writes than results (each write rewrites
+    the node's whole file, so one per result would be quadratic in bytes)."""
+    reader = _reader(store)
+    jobs = _manager(reader)
+    writer = jobs._persist
+    assert isinstance(writer, ExplanationWriter)
+    started = [await jobs.score(NEURON, f"pattern {i}", "token-lookup") for i in range(40)]
+    results = await asyncio.gather(*(job.wait() for job in started))
+    assert all(r is not None for r in results)
+    texts = {e.text for e in await reader.get_explanations(NEURON) if e.method == "token-lookup"}
+    assert texts == {f"pattern {i}" for i in range(40)}
+    assert 1 <= writer.writes <= 10, writer.writes

@@ -123,12 +123,12 @@ def test_an_llm_endpoint_down_fails_the_job_after_retries_then_serves_again(
 ) -> None:
     before = fake[0].count(CHAT)
     fake[0].inject(CHAT, *["500"] * 3)  # the first try and both retries
-    job = _job(faulty, EXPLAIN, nodeId=neuron(9), method="baseline")
+    job = _job(faulty, EXPLAIN, nodeId=neuron(9), method="BASELINE")
     failed = _wait_job(faulty, job["id"], ("FAILED", "COMPLETED"))
     assert failed["status"] == "FAILED" and failed["error"]["code"] == "UPSTREAM_UNAVAILABLE", failed
     assert failed["events"][-1] == {"__typename": "JobFailed", "seq": 1, "code": "UPSTREAM_UNAVAILABLE"}
     assert fake[0].count(CHAT) - before == 3
-    again = _job(faulty, EXPLAIN, nodeId=neuron(9), method="baseline")  # the endpoint is back
+    again = _job(faulty, EXPLAIN, nodeId=neuron(9), method="BASELINE")  # the endpoint is back
     assert again["id"] == f"{job['id']}.2"
     done = _wait_job(faulty, again["id"], ("FAILED", "COMPLETED"))
     assert done["status"] == "COMPLETED" and done["result"]["explanation"], done
@@ -192,14 +192,14 @@ async def test_jobs_interrupted_by_a_stop_resume_after_restart_and_lose_nothing(
     server = ServerProcess(args, env=_env(azurite))
     server.start()
     try:
-        quick = _job(server, SCORE, nodeId=neuron(30), explanation="cat", method="token-lookup")
+        quick = _job(server, SCORE, nodeId=neuron(30), explanation="cat", method="TOKEN_LOOKUP")
         assert _wait_job(server, quick["id"], ("COMPLETED",))["status"] == "COMPLETED"
         texts = [f"cats and dogs {i}" for i in range(3)]
         slow = [
-            _job(server, SCORE, nodeId=neuron(31 + i), explanation=t, method="baseline", maxSequences=6)
+            _job(server, SCORE, nodeId=neuron(31 + i), explanation=t, method="BASELINE", maxSequences=6)
             for i, t in enumerate(texts)
         ]
-        explain = _job(server, EXPLAIN, nodeId=neuron(35), method="baseline", scoreMethod="baseline", maxSequences=6)
+        explain = _job(server, EXPLAIN, nodeId=neuron(35), method="BASELINE", scoreMethod="BASELINE", maxSequences=6)
         jobs = [*slow, explain]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # every job has scored at least one sequence
@@ -207,21 +207,30 @@ async def test_jobs_interrupted_by_a_stop_resume_after_restart_and_lose_nothing(
             if all(any(e["__typename"] == "SequenceSimulated" for e in log) for log in logs):
                 break
             time.sleep(0.05)
+        # Slow what is left, so a job still running now is still running at the stop (the wait above can
+        # take long enough, on a loaded box, for all but the last job to finish first).
+        fake[0].latency_s = 3.0
         before = [server.query(JOB, {"id": j["id"]})["data"]["job"]["events"] for j in jobs]
         code = _stop(server, sig)
         # uvicorn shuts down gracefully on SIGTERM and then exits by the same signal.
         assert code == -sig, server.log()
         if sig is signal.SIGTERM:
-            assert "Application shutdown complete" in server.log_path.read_text()
+            assert "neuron_explainer.server [-] stopped" in server.log_path.read_text()  # the lifespan ended
         assert "stops writing" not in server.log_path.read_text()
     finally:
         server.stop()
     stored = list_blobs(azurite, container, "_jobs/")
-    assert len(stored) == 5  # every job's log is on the store
+    assert len([p for p in stored if p.endswith(".jsonl")]) == 5  # every job's log is on the store
+    leases = {p.rsplit("/", 1)[1]: json.loads(v) for p, v in stored.items() if p.startswith("_jobs/leases/")}
+    running = {j["id"] for j, old in zip(jobs, before, strict=True) if old[-1]["__typename"] != "JobCompleted"}
+    assert running and set(leases) <= running  # a finished job holds no lease
     if sig is signal.SIGTERM:  # each ended on the way down: finished in the grace time, or interrupted
         ends = [stored[f"_jobs/{j['id']}.jsonl"].splitlines()[-1] for j in jobs]
         assert all(b'"code": "INTERRUPTED"' in end or b'"Completed"' in end for end in ends), (ends, server.log())
         assert any(b'"code": "INTERRUPTED"' in end for end in ends), ends
+        assert leases and all(lease["server"] is None for lease in leases.values())  # released on the way down
+    else:  # still held by the killed process: the next one on this host sees it is gone and takes them at once
+        assert set(leases) == running and all(lease["server"] for lease in leases.values())
 
     fake[0].latency_s = 0.0
     with ServerProcess(args, env=_env(azurite)) as again:
@@ -249,7 +258,7 @@ async def test_jobs_interrupted_by_a_stop_resume_after_restart_and_lose_nothing(
         assert produced in [e["text"] for e in shown]
         done = again.query(JOB, {"id": quick["id"]})["data"]["job"]
         assert done["status"] == "COMPLETED" and done["result"]["explanation"] == "cat"
-        assert _job(again, SCORE, nodeId=neuron(30), explanation="cat", method="token-lookup")["id"] == quick["id"]
+        assert _job(again, SCORE, nodeId=neuron(30), explanation="cat", method="TOKEN_LOOKUP")["id"] == quick["id"]
 
 
 # ---- out of GPU memory during inference ---------------------------------------------------------------
@@ -274,7 +283,7 @@ def test_an_out_of_memory_fails_that_request_and_the_next_is_served(azurite: str
         assert stats["oomCount"] == 1 and stats["forwardCount"] == 1, stats  # the failed pass never ran
         # Live fields are priced by prompt tokens x nodes before anything runs: 40 nodes x 100 tokens.
         wide = (
-            'query($p: String!) { nodes(model: "tiny-gpt2", kind: "mlp_neuron", layer: 0, first: 40) '
+            'query($p: String!) { nodes(model: "tiny-gpt2", kind: MLP_NEURON, layer: 0, first: 40) '
             "{ edges { node { activations(prompt: $p) { activations } } } } }"
         )
         body = server.query(wide, {"p": "word " * 60})

@@ -78,14 +78,10 @@ def test_current_variant_decodes_every_field() -> None:
     r = record(f"{MLP}/0/0.json")
     assert (r.layer, r.index) == (0, 0)
     assert r.most_positive_activation_records == [
-        ActivationRecord(
-            tokens=["In", " New", " York", ",", " the"], activations=[0.0, 3.5, 0.25, 1.0, -0.125]
-        ),
+        ActivationRecord(tokens=["In", " New", " York", ",", " the"], activations=[0.0, 3.5, 0.25, 1.0, -0.125]),
         ActivationRecord(tokens=[" York", " Times", " reported"], activations=[2.75, 0.5, 0.0]),
     ]
-    assert r.random_sample[1] == ActivationRecord(
-        tokens=["I", " think", " so"], activations=[-0.1, 0.02, 0.0]
-    )
+    assert r.random_sample[1] == ActivationRecord(tokens=["I", " think", " so"], activations=[-0.1, 0.02, 0.0])
     assert r.random_sample_by_quantile == [
         [ActivationRecord(tokens=["a", " b", " c"], activations=[0.0, 0.01, -0.02])],
         [ActivationRecord(tokens=[" New", " York", " City"], activations=[0.5, 1.25, 0.0])],
@@ -189,9 +185,7 @@ def test_finite_records_are_strict_json_and_nan_records_are_python_json() -> Non
 
 
 def test_tokens_with_lone_surrogates_survive() -> None:
-    r = NeuronRecord(
-        layer=0, index=0, most_positive_activation_records=[ActivationRecord(["\ud83d", "x"], [1.0, 0.0])]
-    )
+    r = NeuronRecord(layer=0, index=0, most_positive_activation_records=[ActivationRecord(["\ud83d", "x"], [1.0, 0.0])])
     assert decode_neuron_record(encode_neuron_record(r), "s") == r
 
 
@@ -328,10 +322,7 @@ def test_current_explanations_decode_every_field() -> None:
     assert simulation.activation_scale is ActivationScale.NEURON_ACTIVATIONS
     assert simulation.distribution_values == [[0.0], [0.0, 5.0], [0.0, 2.0]]
     assert simulation.uncalibrated_simulation is not None
-    assert (
-        simulation.uncalibrated_simulation.activation_scale
-        is ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS
-    )
+    assert simulation.uncalibrated_simulation.activation_scale is ActivationScale.SIMULATED_NORMALIZED_ACTIVATIONS
     assert simulation.uncalibrated_simulation.uncalibrated_simulation is None
     assert second.scored_simulation is not None and second.scored_simulation.rsquared_score is None
 
@@ -380,11 +371,7 @@ def test_attention_explanations_current_and_legacy() -> None:
     assert preferred_score(e) == 1.0
     assert e.scored_attention_simulation is not None
     first, second = e.scored_attention_simulation.attention_simulations
-    assert (
-        first.token_pair_coords == (1, 0)
-        and first.token_pair_label == 1
-        and first.simulation_prediction == 0.9
-    )
+    assert first.token_pair_coords == (1, 0) and first.token_pair_label == 1 and first.simulation_prediction == 0.9
     assert second.token_pair_coords == (3, 2) and second.token_pair_label == 0
     legacy = explanations(f"{HEAD_EXPLANATIONS}/0/1.jsonl")
     assert isinstance(legacy, AttentionSimulationResults)

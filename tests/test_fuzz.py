@@ -41,8 +41,9 @@ NODE = (
     "topActivations(first: $first) { tokens activations } explanations { text } } }"
 )
 PAGE = (
-    "query($model: String!, $kind: String!, $layer: Int!, $first: Int!, $after: String) "
-    "{ nodes(model: $model, kind: $kind, layer: $layer, first: $first, after: $after) "
+    "query($model: String!, $kind: NodeKind!, $layer: Int!, $first: Int, $after: String, $before: String, "
+    "$last: Int) { nodes(model: $model, kind: $kind, layer: $layer, first: $first, after: $after, "
+    "before: $before, last: $last) "
     "{ totalCount edges { node { id } } } }"
 )
 SCORE = "mutation($input: ScoreExplanationInput!) { scoreExplanation(input: $input) { id status } }"
@@ -112,10 +113,15 @@ def test_node_ids_and_numbers(server: ServerProcess, client: httpx.Client) -> No
 
 
 def test_paging_arguments_and_literals(server: ServerProcess, client: httpx.Client) -> None:
+    kinds = st.sampled_from(["MLP_NEURON", "ATTENTION_HEAD", "MLP_AUTOENCODER_LATENT"]) | st.text(max_size=20)
+    models = st.sampled_from(["gpt2-small"]) | st.text(max_size=20)
+
     @FUZZ
-    @given(st.text(max_size=20), st.text(max_size=20), big_ints, big_ints, st.none() | weird_text, big_ints)
-    def run(model: str, kind: str, layer: int, first: int, after: str | None, literal: int) -> None:
-        variables = {"model": model, "kind": kind, "layer": layer, "first": first, "after": after}
+    @given(models, kinds, big_ints, big_ints, st.none() | weird_text, big_ints, st.booleans())
+    def run(model: str, kind: str, layer: int, first: int, after: str | None, literal: int, back: bool) -> None:
+        variables: dict[str, Any] = {"model": model, "kind": kind, "layer": layer}
+        # forwards (first/after) or backwards (last/before) through the connection
+        variables |= {"last": first, "before": after} if back else {"first": first, "after": after}
         _post(client, PAGE, variables, "paging")
         inline = f'{{ node(id: "{neuron(0)}") {{ topActivations(first: {literal}) {{ tokens }} }} }}'
         _post(client, inline, {}, "paging")
@@ -131,7 +137,7 @@ def test_explanation_texts(server: ServerProcess, client: httpx.Client) -> None:
     @FUZZ
     @given(texts, st.sampled_from([neuron(1), neuron(2), "tiny-gpt2/attention_head/0/1"]), big_ints | st.none())
     def run(text: str, node: str, max_sequences: int | None) -> None:
-        fields = {"nodeId": node, "explanation": text, "method": "token-lookup", "maxSequences": max_sequences}
+        fields = {"nodeId": node, "explanation": text, "method": "TOKEN_LOOKUP", "maxSequences": max_sequences}
         _post(client, SCORE, {"input": fields}, "explanations")
 
     run()

@@ -19,7 +19,7 @@ from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from resolvers.rate_limit import RateLimiter
+from neuron_explainer.schema.policy.rate_limit import RateLimiter
 from tests.fake_openai import CHAT, FakeOpenAI, serve_in_thread
 from tests.hardening_data import data_root, neuron, upload
 from tests.server import ServerProcess, error_codes
@@ -32,7 +32,7 @@ EXPLAIN = f"mutation($input: ExplainNodeInput!) {{ explainNode(input: $input) {{
 SUBSCRIBE = "subscription($id: ID!) { jobEvents(jobId: $id) { __typename seq } }"
 SMALL = "query($id: ID!) { node(id: $id) { id topActivations(first: 2) { tokens } } }"
 WIDE = (
-    '{ datasets { name } nodes(model: "tiny-gpt2", kind: "mlp_neuron", layer: 0, first: 40) '
+    '{ datasets { name } nodes(model: "tiny-gpt2", kind: MLP_NEURON, layer: 0, first: 40) '
     "{ edges { node { topActivations(first: 20) { tokens } } } } }"
 )
 
@@ -111,7 +111,7 @@ def test_depth_aliases_and_tokens_are_limit_exceeded(servers: dict[str, ServerPr
     server = servers["open"]
     assert "errors" not in server.query(SMALL, {"id": neuron(1)})  # depth 4, no aliases: fine
     deep = (
-        '{ nodes(model: "tiny-gpt2", kind: "mlp_neuron", layer: 0, first: 1) '
+        '{ nodes(model: "tiny-gpt2", kind: MLP_NEURON, layer: 0, first: 1) '
         "{ edges { node { quantileSamples(first: 1) { records { provenance { source } } } } } } }"
     )
     body = server.query(deep)
@@ -138,17 +138,17 @@ def test_over_budget_is_refused_before_anything_runs(
     assert body.get("data") is None  # not even the cheap `datasets` ran
     # Variables are priced too: first: 20 of 40 nodes x 20 records is still over; 10 x 20 fits.
     paged = (
-        'query($n: Int!) { nodes(model: "tiny-gpt2", kind: "mlp_neuron", layer: 0, first: $n) '
+        'query($n: Int!) { nodes(model: "tiny-gpt2", kind: MLP_NEURON, layer: 0, first: $n) '
         "{ edges { node { topActivations(first: 20) { tokens } } } } }"
     )
     assert error_codes(server.query(paged, {"n": 30})) == ["LIMIT_EXCEEDED"]
     fits = server.query(paged, {"n": 10})
     assert "errors" not in fits and len(fits["data"]["nodes"]["edges"]) == 10
-    # An LLM mutation is priced by its calls: explain (1) + 10 scored sequences = 1,100 units.
+    # A job costs 10, and an LLM mutation its calls on top: explain (1) + 10 scored sequences = 1,110 units.
     calls = fake[0].count(CHAT)
-    expensive = {"nodeId": neuron(2), "method": "baseline", "scoreMethod": "baseline", "maxSequences": 10}
+    expensive = {"nodeId": neuron(2), "method": "BASELINE", "scoreMethod": "BASELINE", "maxSequences": 10}
     body = server.query(EXPLAIN, {"input": expensive})
-    assert error_codes(body) == ["LIMIT_EXCEEDED"] and _ext(body)["estimate"] == 1100, body
+    assert error_codes(body) == ["LIMIT_EXCEEDED"] and _ext(body)["estimate"] == 1110, body
     assert fake[0].count(CHAT) == calls
 
 
@@ -166,19 +166,19 @@ def test_llm_mutations_are_rate_limited_per_caller(servers: dict[str, ServerProc
     server = servers["open"]
     # No-LLM methods are not counted.
     for i in range(3):
-        body = server.query(EXPLAIN, {"input": {"nodeId": neuron(10 + i), "method": "top-tokens"}})
+        body = server.query(EXPLAIN, {"input": {"nodeId": neuron(10 + i), "method": "TOP_TOKENS"}})
         assert "errors" not in body, body
     for i in range(2):
-        body = server.query(EXPLAIN, {"input": {"nodeId": neuron(20 + i), "method": "baseline"}})
+        body = server.query(EXPLAIN, {"input": {"nodeId": neuron(20 + i), "method": "BASELINE"}})
         assert "errors" not in body, body
-    body = server.query(EXPLAIN, {"input": {"nodeId": neuron(22), "method": "baseline"}})
+    body = server.query(EXPLAIN, {"input": {"nodeId": neuron(22), "method": "BASELINE"}})
     assert error_codes(body) == ["LIMIT_EXCEEDED"] and _ext(body)["limit"] == "llm_rate", body
     assert 1 <= _ext(body)["retryAfter"] <= 30 and body.get("data") is None
     # Another caller (another loopback address) has its own bucket.
     with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30) as other:
         response = other.post(
             f"{server.url}/graphql",
-            json={"query": EXPLAIN, "variables": {"input": {"nodeId": neuron(22), "method": "baseline"}}},
+            json={"query": EXPLAIN, "variables": {"input": {"nodeId": neuron(22), "method": "BASELINE"}}},
         )
     assert response.status_code == 200 and "errors" not in response.json(), response.text
 

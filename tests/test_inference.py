@@ -21,7 +21,7 @@ from neuron_explainer.inference import live
 from neuron_explainer.inference.engine import InferenceEngine
 from neuron_explainer.inference.forward import run_batch
 from neuron_explainer.inference.memory_debug import dump_memory_snapshot, start_memory_recording
-from neuron_explainer.inference.requests import ForwardRequest, LossConfig
+from neuron_explainer.inference.requests import ForwardRequest, LossConfig, Target
 from neuron_explainer.models import hook_names
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.model_registry import load_model
@@ -176,7 +176,8 @@ def test_latent_ablation_matches_hand_inserted_autoencoder(model: LoadedModel, t
 def test_act_times_grad_equals_autograd_by_hand(model: LoadedModel, tokens: tuple[int, ...]) -> None:
     loss = live.loss_config(model, [" the", " a"], [" dog"])
     captures, grads = live.hooks_for_top_nodes(model, NodeKind.MLP_NEURON, live.RankBy.ACT_TIMES_GRAD)
-    result = _run(model, ForwardRequest(tokens, captures, grads, loss=loss))
+    # The full gradient (the final LayerNorm scale attached); the detached default is in test_debugger_core.py.
+    result = _run(model, ForwardRequest(tokens, captures, grads, target=Target(loss, detach_layer_norm_scale=False)))
     kept: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -218,11 +219,19 @@ def test_top_nodes_by_write_norm_and_heads(model: LoadedModel, tokens: tuple[int
         w = model.bridge.blocks[score.node.layer].mlp.W_out.detach()[score.node.index]
         assert score.value == pytest.approx(float(act * torch.linalg.vector_norm(w)), abs=1e-6)
     assert w_out.shape == (256, 64)
-    heads = live.top_nodes(model, result, NodeKind.ATTENTION_HEAD, 2, live.RankBy.ACTIVATION)
+    # Heads rank per (query, key) pair (issue 15: TDB's meaning): WRITE_NORM is the pair's attn_write_norm,
+    # ACTIVATION its attention probability.
+    heads = live.top_nodes(model, result, NodeKind.ATTENTION_HEAD, 2, live.RankBy.WRITE_NORM)
     best = heads[0]
+    assert best.key_token is not None and best.key_token <= best.token
     rows = live.attention_rows(model, result, best.node.layer, best.node.index)
-    assert best.value == pytest.approx(sum(rows[best.token]), abs=1e-5)
-    assert heads[0].value >= heads[1].value
+    assert best.value == pytest.approx(rows[best.token][best.key_token], abs=1e-5)
+    assert best.value == pytest.approx(max(v for r in rows for v in r), abs=1e-6) and heads[0].value >= heads[1].value
+    probs = live.top_nodes(model, result, NodeKind.ATTENTION_HEAD, 3, live.RankBy.ACTIVATION, largest=False)
+    for p in probs:
+        assert p.key_token is not None and p.key_token <= p.token
+        pattern = live.attention_pattern(result, p.node.layer, p.node.index)
+        assert p.value == pytest.approx(pattern[p.token][p.key_token], abs=1e-7)
 
 
 def test_top_logits_and_lm_loss(model: LoadedModel, tokens: tuple[int, ...]) -> None:
@@ -351,7 +360,7 @@ async def test_errors_reach_the_right_waiters(model: LoadedModel, tokens: tuple[
     engine = InferenceEngine(model, max_batch_size=8, max_wait_ms=5, before_batch=maybe_fail)
     try:
         good = [ForwardRequest(tokens[:i]) for i in range(1, 4)]
-        bad = ForwardRequest(tokens, loss=LossConfig((50300,)))
+        bad = ForwardRequest(tokens, target=Target(LossConfig((50300,))))
         outcomes = await asyncio.gather(*(engine.run(r) for r in [*good, bad]), return_exceptions=True)
         assert [type(o).__name__ for o in outcomes] == ["ForwardResult"] * 3 + ["BadInput"]
         fail.set()
@@ -363,6 +372,28 @@ async def test_errors_reach_the_right_waiters(model: LoadedModel, tokens: tuple[
         await engine.close()
 
 
+async def test_a_batch_that_fails_is_retried_row_by_row(model: LoadedModel, tokens: tuple[int, ...]) -> None:
+    """One request that breaks any batch it is in (not out of memory) fails alone; its batch-mates run."""
+    poison = ForwardRequest(tokens[:5])
+
+    def explode_with_poison(requests: Sequence[ForwardRequest]) -> None:
+        if poison in requests:
+            raise FloatingPointError("overflow in this row")
+
+    engine = InferenceEngine(model, max_batch_size=8, max_wait_ms=20, before_batch=explode_with_poison)
+    try:
+        good = [ForwardRequest(tokens[:i]) for i in (1, 2, 3, 4, 6, 7)]
+        outcomes = await asyncio.gather(
+            *(engine.run(r) for r in [*good[:3], poison, *good[3:]]), return_exceptions=True
+        )
+        assert [type(o).__name__ for o in outcomes] == ["ForwardResult"] * 3 + ["FloatingPointError"] + [
+            "ForwardResult"
+        ] * 3
+        assert engine.forward_count >= 2  # the failed batch, then the rows
+    finally:
+        await engine.close()
+
+
 async def test_gradient_requests_batch_apart_and_call_runs_on_the_worker(
     model: LoadedModel, tokens: tuple[int, ...]
 ) -> None:
@@ -370,7 +401,7 @@ async def test_gradient_requests_batch_apart_and_call_runs_on_the_worker(
     try:
         loss = live.loss_config(model, [" the"])
         captures, grads = live.hooks_for_top_nodes(model, NodeKind.ATTENTION_HEAD, live.RankBy.ACT_TIMES_GRAD)
-        with_grad = ForwardRequest(tokens, captures, grads, loss=loss)
+        with_grad = ForwardRequest(tokens, captures, grads, target=Target(loss))
         plain = ForwardRequest(tokens, captures)
         a, b = await asyncio.gather(engine.run(with_grad), engine.run(plain))
         assert engine.forward_count == 2
@@ -405,7 +436,7 @@ def test_latent_gradients_flow_through_the_decoder(model: LoadedModel, tokens: t
     latents, post = hook_names.ae_latents(NodeKind.MLP_AUTOENCODER_LATENT, 0), hook_names.mlp_post(0)
     loss = live.loss_config(model, [" the"], [" dog"])
     captures, grads = live.hooks_for_top_nodes(model, NodeKind.MLP_AUTOENCODER_LATENT, live.RankBy.ACT_TIMES_GRAD)
-    result = _run(model, ForwardRequest(tokens, captures, grads | {post}, loss=loss))
+    result = _run(model, ForwardRequest(tokens, captures, grads | {post}, target=Target(loss)))
     # output = decode(latents') + (x - decode(latents)): d loss/d latents' = (d loss/d x) @ W_dec.
     expected = result.grads[post] @ model.mlp_autoencoder.layers[0].decoder_weight
     assert result.grads[latents].abs().max() > 0

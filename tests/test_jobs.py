@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neuron_explainer.activations.records import NeuronRecord
-from neuron_explainer.errors import BadInput, LlmNotConfigured, NotFound
+from neuron_explainer.errors import BadInput, LimitExceeded, LlmNotConfigured, NotFound
 from neuron_explainer.explanations.llm import LlmClient, LlmSettings
 from neuron_explainer.explanations.methods import MethodRegistry
 from neuron_explainer.jobs import (
@@ -97,17 +97,11 @@ async def test_no_llm_explain_then_score_end_to_end() -> None:
     final = events[-1]
     assert isinstance(final, Completed) and final.score is not None and final.score > 0.9
     ordered = sorted(simulated, key=lambda e: e.index)
-    recomputed = np.corrcoef(
-        [v for e in ordered for v in e.actual], [v for e in ordered for v in e.predicted]
-    )[0, 1]
+    recomputed = np.corrcoef([v for e in ordered for v in e.actual], [v for e in ordered for v in e.predicted])[0, 1]
     assert final.score == pytest.approx(recomputed)
     assert simulated[-1].running_score == pytest.approx(final.score)
     assert [e.seq for e in events] == list(range(len(events)))
-    assert (
-        job.status is JobStatus.COMPLETED
-        and job.result is not None
-        and job.result.scoring_method == "token-lookup"
-    )
+    assert job.status is JobStatus.COMPLETED and job.result is not None and job.result.scoring_method == "token-lookup"
 
 
 async def test_no_llm_head_methods() -> None:
@@ -224,3 +218,41 @@ async def test_jobs_are_bounded_and_independent_of_subscribers(
     results = await asyncio.gather(*(j.wait() for j in jobs))  # nobody ever subscribed
     assert all(r is not None for r in results)
     await manager.close()
+
+
+async def test_each_caller_has_a_quota_of_jobs_in_flight() -> None:
+    jobs = JobManager(MethodRegistry(None), load_record, max_jobs_per_caller=3, max_concurrent_jobs=1)
+    mine = [await jobs.score(NEURON, f"text {i}", "token-lookup", caller="alice") for i in range(3)]
+    assert jobs.in_flight("alice") == 3
+    with pytest.raises(LimitExceeded) as refused:
+        await jobs.score(NEURON, "one more", "token-lookup", caller="alice")
+    assert refused.value.fields["limit"] == "jobs_in_flight" and refused.value.fields["retryAfter"] > 0
+    same = await jobs.score(NEURON, "text 0", "token-lookup", caller="alice")  # an existing job costs nothing
+    assert same is mine[0]
+    other = await jobs.score(NEURON, "bob's", "token-lookup", caller="bob")  # another caller's own quota
+    await asyncio.gather(*(j.wait() for j in [*mine, other]))
+    assert jobs.in_flight("alice") == 0 and jobs.in_flight("bob") == 0
+    assert await (await jobs.score(NEURON, "later", "token-lookup", caller="alice")).wait() is not None
+    await jobs.close()
+
+
+async def test_a_resumed_scoring_job_logs_each_sequence_once() -> None:
+    log = InMemoryEventLog()
+    first = JobManager(MethodRegistry(None), load_record, log=log)
+    job = await first.score(NEURON, "cats", "token-lookup", max_sequences=6)
+    await job.wait()
+    # As if the run had been interrupted after its first sequences: keep them, drop the rest of its log.
+    events = await log.snapshot(job.id)
+    cut = next(i for i, e in enumerate(events) if isinstance(e, SequenceSimulated)) + 2
+    kept = [e for e in events[:cut]]
+    log._restore(job.id, [*kept, Failed("INTERRUPTED", "stopped")])
+    job.status = JobStatus.INTERRUPTED
+    first._latest[job.id.split(".")[0]] = job
+    resumed = await first.score(NEURON, "cats", "token-lookup", max_sequences=6)
+    assert resumed is job
+    await resumed.wait()
+    indices = [e.index for e in await log.snapshot(job.id) if isinstance(e, SequenceSimulated)]
+    assert sorted(indices) == sorted(set(indices)) and len(indices) == len(
+        [e for e in events if isinstance(e, SequenceSimulated)]
+    ), indices
+    await first.close()

@@ -34,9 +34,7 @@ from tests.fake_openai import CHAT, FakeOpenAI
 from tests.server import ServerProcess, error_codes, free_port
 
 CONTAINER = "jobs"
-MLP = DatasetSpec(
-    "tiny-mlp", "tiny-gpt2", NodeKind.MLP_NEURON, None, "tiny/mlp/records", "tiny/mlp/explanations"
-)
+MLP = DatasetSpec("tiny-mlp", "tiny-gpt2", NodeKind.MLP_NEURON, None, "tiny/mlp/records", "tiny/mlp/explanations")
 HEADS = DatasetSpec(
     "tiny-heads", "tiny-gpt2", NodeKind.ATTENTION_HEAD, None, "tiny/heads/records", "tiny/heads/explanations"
 )
@@ -59,9 +57,7 @@ EVENT_FIELDS = """
   ... on JobCompleted { explanation score }
   ... on JobFailed { code message }
 """
-SUBSCRIBE = (
-    f"subscription($id: ID!, $after: Int) {{ jobEvents(jobId: $id, after: $after) {{ {EVENT_FIELDS} }} }}"
-)
+SUBSCRIBE = f"subscription($id: ID!, $after: Int) {{ jobEvents(jobId: $id, after: $after) {{ {EVENT_FIELDS} }} }}"
 JOB = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} events {{ {EVENT_FIELDS} }} }} }}"
 EXPLANATIONS = "query($id: ID!) { node(id: $id) { explanations { text score dataset method } } }"
 
@@ -102,9 +98,7 @@ def servers(azurite: str, fake: tuple[FakeOpenAI, str]) -> Iterator[dict[str, Se
     procs = {
         "llm": ServerProcess([*common, *keyed, "--llm_base_url", fake[1]], env=env),
         "nokey": ServerProcess([*common, "--neuron_method", "top-tokens"], env=env),
-        "down": ServerProcess(
-            [*common, *keyed, "--llm_base_url", f"http://127.0.0.1:{free_port()}/v1"], env=env
-        ),
+        "down": ServerProcess([*common, *keyed, "--llm_base_url", f"http://127.0.0.1:{free_port()}/v1"], env=env),
     }
     with ThreadPoolExecutor(len(procs)) as pool:
         list(pool.map(lambda p: p.start(), procs.values()))
@@ -122,12 +116,8 @@ def _start(server: ServerProcess, mutation: str, **fields: Any) -> dict[str, Any
     return job
 
 
-async def _events(
-    server: ServerProcess, job_id: str, after: int | None = None
-) -> AsyncIterator[dict[str, Any]]:
-    transport = WebsocketsTransport(
-        url=server.ws_url, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]
-    )
+async def _events(server: ServerProcess, job_id: str, after: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    transport = WebsocketsTransport(url=server.ws_url, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
     async with Client(transport=transport) as session:
         request = GraphQLRequest(SUBSCRIBE, variable_values={"id": job_id, "after": after})
         async for result in session.subscribe(request):
@@ -166,7 +156,7 @@ async def test_score_streams_every_sequence_and_the_score_is_their_correlation(
     servers: dict[str, ServerProcess], azurite: str
 ) -> None:
     server = servers["llm"]
-    job = _start(server, SCORE, nodeId=NEURON, explanation="cat and dog", method="baseline")
+    job = _start(server, SCORE, nodeId=NEURON, explanation="cat and dog", method="BASELINE")
     assert job["status"] in ("QUEUED", "RUNNING", "COMPLETED") and job["kind"] == "SCORE"
     assert job["node"] == {"id": NEURON} and job["method"] == "baseline"
     events = await _all_events(server, job["id"])
@@ -176,9 +166,7 @@ async def test_score_streams_every_sequence_and_the_score_is_their_correlation(
     sims = sorted((e for e in events if e["__typename"] == "SequenceSimulated"), key=lambda e: e["index"])
     total = events[1]["total"]
     # The valid split, chosen here by hand: top records 2, 6, 10, 14, 18 then random records 1, 4, 7, 10, 13.
-    expected = (
-        NEURON_RECORD.most_positive_activation_records[2::4][:5] + NEURON_RECORD.random_sample[1::3][:5]
-    )
+    expected = NEURON_RECORD.most_positive_activation_records[2::4][:5] + NEURON_RECORD.random_sample[1::3][:5]
     assert total == len(expected) == len(sims) and [s["index"] for s in sims] == list(range(total))
     for sim, record in zip(sims, expected, strict=True):
         assert sim["tokens"] == record.tokens and sim["actual"] == pytest.approx(record.activations)
@@ -195,7 +183,7 @@ async def test_score_streams_every_sequence_and_the_score_is_their_correlation(
     assert body["status"] == "COMPLETED" and body["error"] is None
     assert body["result"] == {"explanation": "cat and dog", "score": completed["score"], "method": "baseline"}
     assert body["events"] == events
-    again = _start(server, SCORE, nodeId=NEURON, explanation="cat and dog", method="baseline")
+    again = _start(server, SCORE, nodeId=NEURON, explanation="cat and dog", method="BASELINE")
     assert again["id"] == job["id"]  # same inputs, same job
 
     shown = server.query(EXPLANATIONS, {"id": NEURON})["data"]["node"]["explanations"]
@@ -222,7 +210,7 @@ async def test_a_subscriber_that_reconnects_with_after_misses_nothing(
 ) -> None:
     server = servers["llm"]
     fake[0].latency_s = 0.15  # 10 sequences, 4 calls at a time: the job runs for about half a second
-    job = _start(server, SCORE, nodeId=NEURON, explanation="a cat, a dog", method="baseline")
+    job = _start(server, SCORE, nodeId=NEURON, explanation="a cat, a dog", method="BASELINE")
     first: list[dict[str, Any]] = []
     async for event in _events(server, job["id"]):
         first.append(event)
@@ -243,7 +231,7 @@ async def test_malformed_replies_fail_the_job_and_store_nothing(
 ) -> None:
     server = servers["llm"]
     fake[0].inject(CHAT, "malformed", "malformed", "malformed")  # the first ask and both re-asks
-    job = _start(server, SCORE, nodeId=NEURON, explanation="never parses", method="baseline", maxSequences=1)
+    job = _start(server, SCORE, nodeId=NEURON, explanation="never parses", method="BASELINE", maxSequences=1)
     events = await _all_events(server, job["id"])
     assert events[-1]["__typename"] == "JobFailed" and events[-1]["code"] == "LLM_BAD_REPLY"
     assert not [e for e in events if e["__typename"] == "SequenceSimulated"]  # never a zero-filled sequence
@@ -255,13 +243,11 @@ async def test_malformed_replies_fail_the_job_and_store_nothing(
     assert raw is None or b"never parses" not in raw
 
 
-async def test_429_and_500_are_retried(
-    servers: dict[str, ServerProcess], fake: tuple[FakeOpenAI, str]
-) -> None:
+async def test_429_and_500_are_retried(servers: dict[str, ServerProcess], fake: tuple[FakeOpenAI, str]) -> None:
     server = servers["llm"]
     before = fake[0].count(CHAT)
     fake[0].inject(CHAT, "429", "500")
-    job = _start(server, SCORE, nodeId=NEURON, explanation="retried cat", method="baseline", maxSequences=1)
+    job = _start(server, SCORE, nodeId=NEURON, explanation="retried cat", method="BASELINE", maxSequences=1)
     events = await _all_events(server, job["id"])
     assert events[-1]["__typename"] == "JobCompleted" and events[-1]["score"] is not None
     assert fake[0].count(CHAT) - before == 3  # 429, 500, then the answer
@@ -274,9 +260,7 @@ async def test_twenty_concurrent_score_jobs_on_one_node_are_all_stored(
     texts = [f"cat number {i}" for i in range(20)]
 
     async def start(client: httpx.AsyncClient, text: str) -> str:
-        variables = {
-            "input": {"nodeId": CROWDED, "explanation": text, "method": "token-lookup", "maxSequences": 2}
-        }
+        variables = {"input": {"nodeId": CROWDED, "explanation": text, "method": "TOKEN_LOOKUP", "maxSequences": 2}}
         response = await client.post(f"{server.url}/graphql", json={"query": SCORE, "variables": variables})
         job_id: str = response.json()["data"]["scoreExplanation"]["id"]
         return job_id
@@ -300,7 +284,7 @@ async def test_heads_are_scored_by_roc_auc_and_stored_as_attention_results(
     servers: dict[str, ServerProcess], azurite: str
 ) -> None:
     server = servers["llm"]
-    job = _start(server, SCORE, nodeId=HEAD, explanation="attends to cat", method="baseline")
+    job = _start(server, SCORE, nodeId=HEAD, explanation="attends to cat", method="BASELINE")
     events = await _all_events(server, job["id"])
     assert events[-1]["__typename"] == "JobCompleted" and events[-1]["score"] > 0.9
     raw, results = _stored(azurite, HEADS, "baseline", 0, 1)
@@ -310,10 +294,8 @@ async def test_heads_are_scored_by_roc_auc_and_stored_as_attention_results(
 
 
 async def test_without_a_key_the_no_llm_methods_explain_and_score(servers: dict[str, ServerProcess]) -> None:
-    server = servers[
-        "nokey"
-    ]  # --neuron_method top-tokens: explains with top-tokens, scores with token-lookup
-    job = _start(server, EXPLAIN, nodeId=NEURON, scoreMethod="token-lookup")
+    server = servers["nokey"]  # --neuron_method top-tokens: explains with top-tokens, scores with token-lookup
+    job = _start(server, EXPLAIN, nodeId=NEURON, scoreMethod="TOKEN_LOOKUP")
     assert job["method"] == "top-tokens"
     events = await _all_events(server, job["id"])
     kinds = [e["__typename"] for e in events]
@@ -328,9 +310,9 @@ async def test_without_a_key_the_no_llm_methods_explain_and_score(servers: dict[
     body = server.query(JOB, {"id": scored["id"]})["data"]["job"]
     assert body["result"]["method"] == "token-lookup"
 
-    body = server.query(EXPLAIN, {"input": {"nodeId": NEURON, "method": "baseline"}})
+    body = server.query(EXPLAIN, {"input": {"nodeId": NEURON, "method": "BASELINE"}})
     assert error_codes(body) == ["LLM_NOT_CONFIGURED"]
-    body = server.query(SCORE, {"input": {"nodeId": NEURON, "explanation": "cat", "method": "baseline"}})
+    body = server.query(SCORE, {"input": {"nodeId": NEURON, "explanation": "cat", "method": "BASELINE"}})
     assert error_codes(body) == ["LLM_NOT_CONFIGURED"]
 
 
@@ -338,7 +320,7 @@ async def test_an_unreachable_llm_fails_the_job_with_upstream_unavailable(
     servers: dict[str, ServerProcess],
 ) -> None:
     server = servers["down"]
-    job = _start(server, EXPLAIN, nodeId=NEURON, method="baseline")
+    job = _start(server, EXPLAIN, nodeId=NEURON, method="BASELINE")
     events = await _all_events(server, job["id"])
     assert events[-1]["__typename"] == "JobFailed" and events[-1]["code"] == "UPSTREAM_UNAVAILABLE"
     assert server.query(JOB, {"id": job["id"]})["data"]["job"]["error"]["code"] == "UPSTREAM_UNAVAILABLE"
@@ -382,6 +364,5 @@ async def test_unknown_jobs_are_not_found(servers: dict[str, ServerProcess]) -> 
     with pytest.raises(TransportQueryError) as caught:
         await _all_events(server, "nope")
     assert (
-        caught.value.errors is not None
-        and caught.value.errors[0].get("extensions", {}).get("code") == "NOT_FOUND"
+        caught.value.errors is not None and caught.value.errors[0].get("extensions", {}).get("code") == "NOT_FOUND"
     ), caught.value.errors

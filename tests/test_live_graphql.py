@@ -33,7 +33,7 @@ from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.model_registry import load_model
 from neuron_explainer.models.tokenizer import gpt2_tokenizer
 from neuron_explainer.models.toy import build_toy_model
-from tests.server import ServerProcess, error_codes
+from tests.server import InProcessServer, ServerProcess, error_codes
 
 M = "tiny-gpt2"
 PROMPT = "The quick brown fox jumps over the lazy dog because it was"
@@ -152,7 +152,12 @@ def servers(env: dict[str, str], model: LoadedModel) -> Iterator[dict[str, Serve
         "no_model": ["--model_name", M, "--run_model", "False"],
         **SEED_VARIANTS,
     }
-    procs = {name: ServerProcess([*args, *data], env=env) for name, args in specs.items()}
+    # One seed command runs as the real script in its own process (the command line as users type it);
+    # the rest share this process, which has torch and transformer-lens imported already.
+    procs = {
+        name: (ServerProcess if name == "gpt2-small+both" else InProcessServer)([*args, *data], env=env)
+        for name, args in specs.items()
+    }
     try:
         with ThreadPoolExecutor(len(procs)) as pool:
             for f in [pool.submit(p.start) for p in procs.values()]:
@@ -311,10 +316,11 @@ def test_prompt_tokens_loss_logits_and_top_nodes(live: ServerProcess, model: Loa
         kept.append(x)
         return x
 
+    # ACT_TIMES_GRAD differentiates with the final LayerNorm's scale detached, as TDB (issue 15's new default).
+    hooks = [(hook_names.mlp_post(layer), keep) for layer in range(2)]
+    hooks.append((hook_names.final_norm_scale(), lambda x, hook: x.detach()))
     with torch.enable_grad():
-        out = model.bridge.run_with_hooks(tokens, fwd_hooks=[(hook_names.mlp_post(layer), keep) for layer in range(2)])[
-            0, -1
-        ]
+        out = model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1]
         grads = torch.autograd.grad((out[the] + out[a]) / 2 - out[dog], kept)
     scores = torch.stack([(x[0] * g[0]).detach() for x, g in zip(kept, grads, strict=True)])
     best_grad, flat_grad = torch.topk(scores.flatten(), 3)

@@ -46,9 +46,7 @@ def test_development_storage_shortcut() -> None:
     assert store.location == "http://127.0.0.1:10000/devstoreaccount1/box/p/"
 
 
-async def test_every_azurite_form_reaches_the_same_blobs(
-    azurite: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_every_azurite_form_reaches_the_same_blobs(azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
     name = _container()
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)
     forms = [
@@ -71,9 +69,7 @@ async def test_every_azurite_form_reaches_the_same_blobs(
 
 async def test_a_connection_string_for_another_account_is_not_used(azurite: str) -> None:
     other = "DefaultEndpointsProtocol=https;AccountName=someoneelse;AccountKey=a2V5"
-    store = open_store(
-        f"http://127.0.0.1:{_port(azurite)}/devstoreaccount1/{_container()}", connection_string=other
-    )
+    store = open_store(f"http://127.0.0.1:{_port(azurite)}/devstoreaccount1/{_container()}", connection_string=other)
     try:
         with pytest.raises(UpstreamUnavailable):  # anonymous: Azurite refuses the write
             await store.put("x.json", b"x")

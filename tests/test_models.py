@@ -90,9 +90,7 @@ def test_toy_checkpoint_concurrent_writers_leave_one_complete_folder(tmp_path: P
     assert len(set(results)) == 1
     folder = results[0]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
-    assert [p.name for p in tmp_path.joinpath("models").iterdir()] == ["tiny-gpt2"], (
-        "temp folders left behind"
-    )
+    assert [p.name for p in tmp_path.joinpath("models").iterdir()] == ["tiny-gpt2"], "temp folders left behind"
     (folder / "neuron-explainer-toy.json").write_text('{"name": "tiny-gpt2", "seed": 1}')
     with pytest.raises(RuntimeError, match="remove the folder"):
         ensure_toy_checkpoint(tmp_path)
@@ -156,9 +154,7 @@ def test_topk_and_identity_activations(tmp_path: Path) -> None:
     assert ((z != 0).sum(dim=-1) <= 3).all()
     kept = torch.topk(pre, 3, dim=-1)
     assert torch.allclose(z.gather(-1, kept.indices), torch.relu(kept.values))
-    ident = load_tdb_autoencoder(
-        save_tdb_autoencoder(tmp_path / "i.pt", _random_ae(10, 4, 1, activation="Identity"))
-    )
+    ident = load_tdb_autoencoder(save_tdb_autoencoder(tmp_path / "i.pt", _random_ae(10, 4, 1, activation="Identity")))
     assert torch.allclose(ident.encode(x), (x - ident.pre_bias) @ ident.encoder_weight.T + ident.latent_bias)
 
 
@@ -194,9 +190,7 @@ def test_dead_latents_minimum_across_layers_dropped_from_the_end() -> None:
 
 
 def test_tiny_autoencoders_are_written_as_tdb_files_and_loaded(home: Path) -> None:
-    model = load_model(
-        "tiny-gpt2", device="cpu", mlp_autoencoder="ae-tiny-mlp", attn_autoencoder="ae-tiny-attn"
-    )
+    model = load_model("tiny-gpt2", device="cpu", mlp_autoencoder="ae-tiny-mlp", attn_autoencoder="ae-tiny-attn")
     assert model.n_latents(NodeKind.MLP_AUTOENCODER_LATENT) == 512
     assert model.n_latents(NodeKind.ATTENTION_AUTOENCODER_LATENT) == 256
     files = sorted(p.relative_to(home / "autoencoders") for p in (home / "autoencoders").rglob("*.pt"))
@@ -225,9 +219,7 @@ def _seed_hf_cache(hf_home: Path) -> Path:
     return snapshot
 
 
-def test_gpt2_small_path_through_seeded_hf_cache(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gpt2_small_path_through_seeded_hf_cache(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     snapshot = _seed_hf_cache(tmp_path / "hf")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -251,9 +243,7 @@ def test_gpt2_small_path_through_seeded_hf_cache(
         assert torch.allclose(model.bridge(tokens), toy(tokens).logits, atol=1e-5)
 
 
-def test_missing_model_fails_fast_and_says_how_to_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_model_fails_fast_and_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -286,8 +276,7 @@ def test_hook_names_for_nodes() -> None:
     assert hook_names.value_hook(head) == "blocks.1.attn.hook_pattern"
     assert hook_names.ae_input("resid_delta_attn", 4) == "blocks.4.hook_attn_out"
     assert [
-        hook_names.layer_of(h)
-        for h in ("blocks.11.hook_mlp_out", "autoencoder.mlp.2.hook_latents", "hook_embed")
+        hook_names.layer_of(h) for h in ("blocks.11.hook_mlp_out", "autoencoder.mlp.2.hook_latents", "hook_embed")
     ] == [
         11,
         2,

@@ -87,7 +87,9 @@ def _same_floats(got: list[float | None], want: list[float]) -> None:
             assert g == pytest.approx(w, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("layer,index,path", _records(MLP_DIR), ids=lambda v: str(v) if not isinstance(v, Path) else v.name)
+@pytest.mark.parametrize(
+    "layer,index,path", _records(MLP_DIR), ids=lambda v: str(v) if not isinstance(v, Path) else v.name
+)
 def test_mlp_records_equal_the_files(server: ServerProcess, layer: int, index: int, path: Path) -> None:
     body = server.query(RECORD_QUERY, {"id": f"gpt2-small/mlp_neuron/{layer}/{index}"})
     assert "errors" not in body, body
@@ -132,7 +134,9 @@ def _rows_by_hand(flat: list[float], n: int) -> list[list[float]]:
     return rows
 
 
-@pytest.mark.parametrize("layer,index,path", _records(HEAD_DIR), ids=lambda v: str(v) if not isinstance(v, Path) else v.name)
+@pytest.mark.parametrize(
+    "layer,index,path", _records(HEAD_DIR), ids=lambda v: str(v) if not isinstance(v, Path) else v.name
+)
 def test_attention_rows_equal_the_files(server: ServerProcess, layer: int, index: int, path: Path) -> None:
     body = server.query(RECORD_QUERY, {"id": f"gpt2-small/attention_head/{layer}/{index}"})
     assert "errors" not in body, body
@@ -187,7 +191,14 @@ def test_out_of_range_node_names_the_bound(server: ServerProcess) -> None:
 
 
 def test_malformed_ids(server: ServerProcess) -> None:
-    for bad in ["", "gpt2-small", "gpt2-small/mlp_neuron/x/1", "gpt2-small/nope/1/1", "a/b/c/d/e", "gpt2-small/mlp_neuron/-1/0"]:
+    for bad in [
+        "",
+        "gpt2-small",
+        "gpt2-small/mlp_neuron/x/1",
+        "gpt2-small/nope/1/1",
+        "a/b/c/d/e",
+        "gpt2-small/mlp_neuron/-1/0",
+    ]:
         body = server.query("query($id: ID!) { node(id: $id) { id } }", {"id": bad})
         assert error_codes(body) == ["BAD_USER_INPUT"], (bad, body)
 
@@ -211,8 +222,11 @@ def test_corrupt_blob_is_named_and_other_fields_resolve(server: ServerProcess) -
 
 
 def test_nan_activation_is_corrupt_data_naming_the_dataset(server: ServerProcess) -> None:
-    nan_files = [f for f in sorted(MLP_DIR.glob("*/*.json")) if (int(f.parent.name), int(f.stem)) not in CORRUPT_RECORDS
-                 and _has_nan_activation(f)]
+    nan_files = [
+        f
+        for f in sorted(MLP_DIR.glob("*/*.json"))
+        if (int(f.parent.name), int(f.stem)) not in CORRUPT_RECORDS and _has_nan_activation(f)
+    ]
     assert nan_files, "fixtures must include a record with a NaN activation"
     f = nan_files[0]
     node_id = f"gpt2-small/mlp_neuron/{f.parent.name}/{f.stem}"
@@ -234,9 +248,9 @@ def test_syntax_error_is_typed_not_500(server: ServerProcess) -> None:
 
 def test_datasets_and_node_listing(server: ServerProcess) -> None:
     body = server.query(
-        '{ datasets { name model kind recordsPath } '
-        '  nodes(model: "gpt2-small", kind: "attention_head", layer: 3, first: 5) '
-        '  { totalCount edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }'
+        "{ datasets { name model kind recordsPath } "
+        '  nodes(model: "gpt2-small", kind: ATTENTION_HEAD, layer: 3, first: 5) '
+        "  { totalCount edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }"
     )
     assert "errors" not in body, body
     assert any(d["recordsPath"].startswith("gpt2_small_data/collated-activations") for d in body["data"]["datasets"])
@@ -244,8 +258,8 @@ def test_datasets_and_node_listing(server: ServerProcess) -> None:
     assert page["totalCount"] == 12
     assert [e["node"]["id"] for e in page["edges"]] == [f"gpt2-small/attention_head/3/{i}" for i in range(5)]
     nxt = server.query(
-        'query($after: String) { nodes(model: "gpt2-small", kind: "attention_head", layer: 3, first: 10, after: $after)'
-        ' { edges { node { id } } pageInfo { hasNextPage } } }',
+        'query($after: String) { nodes(model: "gpt2-small", kind: ATTENTION_HEAD, layer: 3, first: 10, after: $after)'
+        " { edges { node { id } } pageInfo { hasNextPage } } }",
         {"after": page["pageInfo"]["endCursor"]},
     )
     assert [e["node"]["id"] for e in nxt["data"]["nodes"]["edges"]][0] == "gpt2-small/attention_head/3/5"
@@ -256,8 +270,10 @@ def test_unreachable_blob_service_is_upstream_unavailable() -> None:
     from tests.server import free_port
 
     dead = free_port()
-    with ServerProcess(["--run_model", "False", "--data_root", f"http://127.0.0.1:{dead}/devstoreaccount1/mirror/"],
-                       env={"AZURE_STORAGE_CONNECTION_STRING": ""}) as s:
+    with ServerProcess(
+        ["--run_model", "False", "--data_root", f"http://127.0.0.1:{dead}/devstoreaccount1/mirror/"],
+        env={"AZURE_STORAGE_CONNECTION_STRING": ""},
+    ) as s:
         body = s.query('{ node(id: "gpt2-small/mlp_neuron/0/0") { topActivations { tokens } } }', timeout=60)
         assert error_codes(body) == ["UPSTREAM_UNAVAILABLE"], body
         assert s.query("{ modelInfo { modelName } }")["data"]["modelInfo"]["modelName"] == "gpt2-small"

@@ -32,7 +32,6 @@ PUBLIC = DatasetRegistry.default().get("gpt2-small/mlp_post_act")
 HEADS = DatasetRegistry.default().get("gpt2-small/attn_write_norm")
 
 
-
 def _record(layer: int, index: int, peak: float) -> NeuronRecord:
     top = [ActivationRecord(["The", " cat", " sat"], [0.0, peak, peak / 2]) for _ in range(3)]
     return NeuronRecord(layer, index, top, [ActivationRecord([" a"], [0.1])], mean=0.5, variance=1.0)
@@ -107,9 +106,7 @@ async def test_the_record_cache_is_bounded_by_bytes(store: BlobStore) -> None:
 
 
 async def test_explanations_from_every_dataset_in_order(store: BlobStore) -> None:
-    await store.put(
-        explanation_path(MINE, 4, 4), encode_explanations(_explained(4, 4, "cats", method="top-tokens"))
-    )
+    await store.put(explanation_path(MINE, 4, 4), encode_explanations(_explained(4, 4, "cats", method="top-tokens")))
     legacy = (
         b'{"neuron_id": {"layer_index": "4", "neuron_index": 4}, "scored_explanation_or_baseline_list": ['
         b'{"explanation_or_baseline": "felines", "scored_simulation": '

@@ -35,7 +35,6 @@ def _port(connection_string: str) -> str:
     return connection_string.split("127.0.0.1:")[1].split("/")[0]
 
 
-
 async def _cas_append(s: BlobStore, path: str, item: int) -> int:
     """Append ``item`` to a JSON list blob by compare-and-swap; returns how many races it lost."""
     lost = 0
@@ -106,9 +105,7 @@ async def test_twenty_concurrent_cas_appenders_lose_nothing(store: BlobStore) ->
     assert sum(lost) > 0, "the appenders never raced, so this test proved nothing"
 
 
-@pytest.mark.parametrize(
-    "path", ["../escape.json", "/etc/passwd", "a/../../b", "a//b", "", "./a", "a\\..\\b"]
-)
+@pytest.mark.parametrize("path", ["../escape.json", "/etc/passwd", "a/../../b", "a//b", "", "./a", "a\\..\\b"])
 async def test_paths_escaping_the_root_are_bad_input(store: BlobStore, path: str) -> None:
     with pytest.raises(BadInput):
         await store.get(path)
@@ -126,7 +123,8 @@ async def test_local_store_etag_is_a_content_hash_and_bookkeeping_is_hidden(tmp_
     etag = await store.put("d/x.json", b"payload")
     assert etag == content_etag(b"payload") == hashlib.sha256(b"payload").hexdigest()[:32]
     assert (tmp_path / "d" / "x.json").read_bytes() == b"payload"
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [".x.json.lock", "x.json"]  # no temp left
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.json"]  # no temp, no sidecar lock
+    assert [p.parent.name for p in tmp_path.rglob("*.lock")] == [".locks"]  # one of the 64 striped locks
     assert await store.list("") == ["d/x.json"]
     assert not (tmp_path.parent / "escape.json").exists()
 
@@ -151,10 +149,7 @@ def test_local_store_cas_is_atomic_across_processes(tmp_path: Path) -> None:
         "                pass\n"
         "asyncio.run(main(sys.argv[1], sys.argv[2]))\n"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(who)], cwd=REPO)
-        for who in range(3)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(who)], cwd=REPO) for who in range(3)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
     items = json.loads((tmp_path / "log.json").read_bytes())
     assert sorted(items) == sorted(f"{w}-{i}" for w in range(3) for i in range(15))
@@ -201,9 +196,7 @@ async def test_anonymous_reads_a_public_container_and_cannot_write(azurite: str)
     await service.create_container(name, public_access="container")
     await service.get_container_client(name).upload_blob("data/0/5.json", b"public")
     await service.close()
-    store = open_store(
-        f"http://127.0.0.1:{_port(azurite)}/devstoreaccount1/{name}/data", connection_string=""
-    )
+    store = open_store(f"http://127.0.0.1:{_port(azurite)}/devstoreaccount1/{name}/data", connection_string="")
     try:
         assert await store.get("0/5.json") == b"public"
         assert await store.get("0/6.json") is None
@@ -284,9 +277,7 @@ async def test_unreachable_service_fails_fast_with_upstream_unavailable() -> Non
             with pytest.raises(UpstreamUnavailable) as failure:
                 await attempt
             assert time.monotonic() - started < 10
-            assert (
-                failure.value.fields["location"] == f"http://127.0.0.1:{port}/devstoreaccount1/data/prefix/"
-            )
+            assert failure.value.fields["location"] == f"http://127.0.0.1:{port}/devstoreaccount1/data/prefix/"
             assert "cannot reach" in failure.value.message
     finally:
         await store.close()

@@ -44,8 +44,16 @@ def test_scoring_against_a_read_only_mirror_writes_to_write_root(tmp_path: Path)
         (mirror / name).write_bytes(data)
     before = sorted(p.relative_to(mirror) for p in mirror.rglob("*"))
     _read_only(mirror)
-    args = ["--run_model", "False", "--data_root", str(mirror), "--write_root", str(mine),
-            "--neuron_method", "top-tokens"]
+    args = [
+        "--run_model",
+        "False",
+        "--data_root",
+        str(mirror),
+        "--write_root",
+        str(mine),
+        "--neuron_method",
+        "top-tokens",
+    ]
     with ServerProcess(args) as server:
         started = server.query(
             'mutation { scoreExplanation(input: {nodeId: "gpt2-small/mlp_neuron/2/0", explanation: "the word cat"})'
