@@ -270,7 +270,10 @@ def test_hundreds_of_free_jobs_are_bounded_per_caller(live: ServerProcess) -> No
 
 def test_stored_queries_stay_fast_under_a_flood_of_live_prompts(live: ServerProcess) -> None:
     """1,000 clients looping live prompts (honouring a retry hint when told to wait) while one client
-    times a stored query and ``{ __typename }``.
+    times a stored query and ``{ __typename }``: they never wait in the model's queue, so their p99 stays
+    a small fraction of what a live prompt waits there, measured in the same window (issue 16's bug had
+    them wait as long: 12 s). A ratio and not a time: on 2 shared cores both scale with how busy the box
+    is (`bench/load.py` holds the absolute 250 ms target, on a quiet box).
 
     Timed once every flood client has had an answer: the thousand first requests, sent in the same
     millisecond, are each parsed and validated on the one event loop before any waits for the model
@@ -283,6 +286,8 @@ def test_stored_queries_stay_fast_under_a_flood_of_live_prompts(live: ServerProc
     steady = threading.Event()
     done = threading.Event()
     latencies: list[float] = []
+    live_latencies: list[float] = []
+    probing = threading.Event()
     served = {"live": 0, "refused": 0}
 
     async def flood(i: int) -> None:
@@ -291,9 +296,12 @@ def test_stored_queries_stay_fast_under_a_flood_of_live_prompts(live: ServerProc
         try:
             while not done.is_set():
                 n += 1
+                start = time.perf_counter()
                 status, body = await client.post_json(
                     "/graphql", {"query": PROMPT, "variables": {"p": f"Client {i} asks for the {n}th time about"}}
                 )
+                if probing.is_set():
+                    live_latencies.append(time.perf_counter() - start)
                 ext = (body.get("errors") or [{}])[0].get("extensions", {})
                 if ext.get("code") == "LIMIT_EXCEEDED" and ext.get("retryAfter") is not None:
                     served["refused"] += 1
@@ -315,6 +323,7 @@ def test_stored_queries_stay_fast_under_a_flood_of_live_prompts(live: ServerProc
                 if done.is_set():  # the flood failed: its error is the one to see
                     return
                 assert time.monotonic() < give_up, "the flood never had every client answered"
+            probing.set()
             stop = time.monotonic() + 5
             while time.monotonic() < stop:
                 for query in (STORED, "{ __typename }"):
@@ -338,9 +347,13 @@ def test_stored_queries_stay_fast_under_a_flood_of_live_prompts(live: ServerProc
             done.set()
         probed.result()
     p99 = percentile(latencies, 0.99)
-    print(f"\nlive served {served['live']}, refused {served['refused']}; stored/typename p99 {p99 * 1000:.0f} ms")
-    assert served["live"] > 0 and len(latencies) > 20
-    assert p99 < 0.5, f"p99 {p99 * 1000:.0f} ms"
+    live_p50 = percentile(live_latencies, 0.5)
+    print(
+        f"\nlive served {served['live']}, refused {served['refused']}; live p50 {live_p50 * 1000:.0f} ms;"
+        f" stored/typename p50 {percentile(latencies, 0.5) * 1000:.0f} ms p99 {p99 * 1000:.0f} ms max {max(latencies) * 1000:.0f} ms"
+    )
+    assert served["live"] > 0 and len(latencies) > 20 and len(live_latencies) > 20
+    assert p99 < live_p50 / 5, f"stored/typename p99 {p99 * 1000:.0f} ms, live p50 {live_p50 * 1000:.0f} ms"
 
 
 # ---- GraphQL over HTTP and WebSocket -------------------------------------------------------------------
