@@ -20,18 +20,13 @@ from pathlib import Path
 
 import torch
 
+from bench.lines import TEXT
 from neuron_explainer.inference import live
 from neuron_explainer.inference.engine import InferenceEngine
 from neuron_explainer.models.loaded_model import LoadedModel
 from neuron_explainer.models.model_registry import load_model
 from neuron_explainer.models.tokenizer import gpt2_tokenizer
 from neuron_explainer.nodes import NodeId, NodeKind
-
-TEXT = (
-    "In the beginning the universe was created. This has made a lot of people very angry and been widely "
-    "regarded as a bad move. Many were increasingly of the opinion that they'd all made a big mistake in "
-    "coming down from the trees in the first place, and some said that even the trees had been a bad move."
-)
 
 
 def _gpt2_small_shaped(folder: Path) -> str:

@@ -38,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
+from bench.lines import TEXT, report  # noqa: E402
 from neuron_explainer.activation_server.model_service import engine_threads  # noqa: E402
 from neuron_explainer.models.home import atomic_dir, neuron_explainer_home  # noqa: E402
 from neuron_explainer.models.loaded_model import LoadedModel  # noqa: E402
@@ -46,18 +47,7 @@ from neuron_explainer.models.tokenizer import gpt2_tokenizer  # noqa: E402
 from neuron_explainer.settings import ServerSettings  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
 
-TEXT = (
-    "In the beginning the universe was created. This has made a lot of people very angry and been widely "
-    "regarded as a bad move. Many were increasingly of the opinion that they'd all made a big mistake in "
-    "coming down from the trees in the first place, and some said that even the trees had been a bad move."
-)
 QUERY = 'query($p: String!) { node(id: "%s/mlp_neuron/%d/7") { activations(prompt: $p) { activations } } }'
-
-
-def report(name: str, value: float, op: str, threshold: float) -> bool:
-    ok = value >= threshold if op == ">=" else value <= threshold
-    print(f"bench {name}: {value:.3f} (target {op} {threshold:g}) {'PASS' if ok else 'FAIL'}", flush=True)
-    return ok
 
 
 def gpt2_small_shaped() -> str:

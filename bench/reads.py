@@ -26,6 +26,7 @@ import orjson  # noqa: E402
 from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient  # noqa: E402
 
+from bench.lines import report  # noqa: E402
 from tests.azurite import AzuriteProcess  # noqa: E402
 from tests.fixtures.synthetic import synthetic_blobs  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
@@ -34,12 +35,6 @@ N_NODES = 100
 LAYER = 3
 RECORDS_PATH = "gpt2_small_data/collated-activations"
 CONTAINER = "bench"
-
-
-def report(name: str, value: float, op: str, threshold: float) -> bool:
-    ok = value >= threshold if op == ">=" else value <= threshold
-    print(f"bench {name}: {value:.2f} (target {op} {threshold:g}) {'PASS' if ok else 'FAIL'}")
-    return ok
 
 
 async def concurrent_raw(conn: str, names: list[str]) -> float:
@@ -115,8 +110,8 @@ def main() -> int:
         f"downloads {raw * 1e3:.0f} ms, GraphQL cold {cold * 1e3:.0f} ms, warm {warm * 1e3:.1f} ms"
     )
     print(f"  sequential raw / cold GraphQL: {raw / cold:.2f} (information; the original server's way)")
-    ok = report("reads_cold_graphql_over_concurrent_raw", cold / physical, "<=", 1.5)
-    ok &= report("reads_cold_over_warm", cold / warm, ">=", 20)
+    ok = report("reads_cold_graphql_over_concurrent_raw", cold / physical, "<=", 1.5, digits=2)
+    ok &= report("reads_cold_over_warm", cold / warm, ">=", 20, digits=2)
     return 0 if ok else 1
 
 

@@ -39,23 +39,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import httpx  # noqa: E402
 
+from bench.lines import TEXT, report  # noqa: E402
 from neuron_explainer.inference.ray_backend import RayBackend, RayOptions, connect, disconnect  # noqa: E402
 from neuron_explainer.inference.ray_replica import ReplicaConfig  # noqa: E402
 from neuron_explainer.inference.requests import ForwardRequest  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
 
-TEXT = (
-    "In the beginning the universe was created. This has made a lot of people very angry and been widely "
-    "regarded as a bad move. Many were increasingly of the opinion that they'd all made a big mistake in "
-    "coming down from the trees in the first place, and some said that even the trees had been a bad move."
-)
 QUERY = 'query($p: String!) { node(id: "tiny-gpt2/mlp_neuron/1/37") { activations(prompt: $p) { activations } } }'
-
-
-def report(name: str, value: float, op: str, threshold: float) -> bool:
-    ok = value >= threshold if op == ">=" else value <= threshold
-    print(f"bench {name}: {value:.3f} (target {op} {threshold:g}) {'PASS' if ok else 'FAIL'}", flush=True)
-    return ok
 
 
 async def throughput(replicas: int, batch: int, wait_s: float, seconds: float) -> float:

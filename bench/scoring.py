@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.lines import line  # noqa: E402
 from neuron_explainer.activations.records import ActivationRecord, NeuronRecord  # noqa: E402
 from neuron_explainer.explanations.classifiers import EmbeddingScorer, LlmClassifierScorer  # noqa: E402
 from neuron_explainer.explanations.embeddings import DIM, SentenceEmbedder  # noqa: E402
@@ -43,11 +44,6 @@ from neuron_explainer.storage.local import LocalStore  # noqa: E402
 
 WORDS = [" the", " cat", " sat", " on", " a", " mat", " dog", " ran", "."]
 TOPICS = [" money", " rain", " music", " code", " food", " sport", " travel", " law"]
-
-
-def line(name: str, value: float, op: str, threshold: float) -> str:
-    ok = value <= threshold if op == "<=" else value >= threshold
-    return f"bench {name}: {value:.3f} (target {op} {threshold:g}) {'PASS' if ok else 'FAIL'}"
 
 
 def records(n: int, length: int = 64) -> list[ActivationRecord]:
