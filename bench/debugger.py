@@ -35,8 +35,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 import torch  # noqa: E402
+from transformer_lens.hook_points import HookPoint  # noqa: E402
 
-from bench.inference import _timed, gpt2_small_shaped, prompt_of, report  # noqa: E402
+from bench.inference import _timed, gpt2_small_shaped, prompt_of  # noqa: E402
+from bench.lines import report  # noqa: E402
 from neuron_explainer.activation_server.model_service import engine_threads  # noqa: E402
 from neuron_explainer.models import hook_names  # noqa: E402
 from neuron_explainer.models.loaded_model import LoadedModel  # noqa: E402
@@ -59,9 +61,9 @@ def _bare(model: LoadedModel, tokens: torch.Tensor, target: int, distractor: int
     """Forward, then the logit difference's gradient down to the embeddings: what any debugger must run."""
     kept: dict[str, torch.Tensor] = {}
 
-    def keep(x: torch.Tensor, hook: object) -> torch.Tensor:
-        kept["x"] = x
-        return x
+    def keep(tensor: torch.Tensor, *, hook: HookPoint) -> torch.Tensor:
+        kept["x"] = tensor
+        return tensor
 
     point = model.hook_point(hook_names.embeddings())
     point.add_hook(keep, level=7)
