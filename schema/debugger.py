@@ -3,6 +3,8 @@ sums, token pairs and logit-lens tokens. Definitions are the original TDB's (REA
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import strawberry
 
 from neuron_explainer.inference.values import NodeValues as CoreNodeValues
@@ -59,36 +61,50 @@ class TargetInput:
         )
 
 
+# TDB's four columns, one meaning wherever they appear (a row, and each side of a comparison).
+COLUMNS = {
+    "activation": "Post-activation; a head's attention probability of the pair; 1 for an embedding.",
+    "write_norm": "Activation x norm of the node's write to the residual stream.",
+    "act_times_grad": "Activation x gradient of the target (estimated total effect).",
+    "direct_effect": "The node's write dotted with the target's gradient at the residual stream the target reads.",
+}
+
+
+class _Values(TypedDict):
+    activation: float
+    write_norm: float
+    act_times_grad: float
+    direct_effect: float
+
+
+def _value_fields(v: CoreNodeValues) -> _Values:
+    return _Values(
+        activation=v.activation, write_norm=v.write_norm, act_times_grad=v.act_times_grad, direct_effect=v.direct_effect
+    )
+
+
 @strawberry.type(description="A node-table row's four columns.", directives=[plain()])
 class NodeValues:
-    activation: float = strawberry.field(
-        description="Post-activation; a head's attention probability of the pair; 1 for an embedding."
-    )
-    write_norm: float = strawberry.field(description="Activation x norm of the node's write to the residual stream.")
-    act_times_grad: float = strawberry.field(
-        description="Activation x gradient of the target (estimated total effect)."
-    )
-    direct_effect: float = strawberry.field(
-        description="The node's write dotted with the target's gradient at the residual stream the target reads."
-    )
+    activation: float = strawberry.field(description=COLUMNS["activation"])
+    write_norm: float = strawberry.field(description=COLUMNS["write_norm"])
+    act_times_grad: float = strawberry.field(description=COLUMNS["act_times_grad"])
+    direct_effect: float = strawberry.field(description=COLUMNS["direct_effect"])
 
     @classmethod
     def of(cls, v: CoreNodeValues) -> NodeValues:
-        return cls(
-            activation=v.activation,
-            write_norm=v.write_norm,
-            act_times_grad=v.act_times_grad,
-            direct_effect=v.direct_effect,
-        )
+        return cls(**_value_fields(v))
 
 
-def _entry_fields(e: TableEntry) -> dict[str, object]:
-    return {
-        "kind": e.kind,
-        "node": node_of(e.node) if e.node is not None else None,
-        "token": e.token,
-        "key_token": e.key_token,
-    }
+class _Entry(TypedDict):
+    kind: TableKind
+    node: Node | None
+    token: int
+    key_token: int | None
+
+
+def _entry_fields(e: TableEntry) -> _Entry:
+    node = node_of(e.node) if e.node is not None else None
+    return _Entry(kind=e.kind, node=node, token=e.token, key_token=e.key_token)
 
 
 @strawberry.type(
@@ -99,26 +115,14 @@ class NodeTableRow:
     node: Node | None = strawberry.field(description="Null for an EMBEDDING row (the token itself is the row).")
     token: int = strawberry.field(description="Token position; the query token for heads.")
     key_token: int | None = strawberry.field(description="Heads: the key token of the pair.")
-    activation: float = strawberry.field(
-        description="Post-activation; a head's attention probability of the pair; 1 for an embedding."
-    )
-    write_norm: float = strawberry.field(description="Activation x norm of the node's write to the residual stream.")
-    act_times_grad: float = strawberry.field(
-        description="Activation x gradient of the target (estimated total effect)."
-    )
-    direct_effect: float = strawberry.field(
-        description="The node's write dotted with the target's gradient at the residual stream the target reads."
-    )
+    activation: float = strawberry.field(description=COLUMNS["activation"])
+    write_norm: float = strawberry.field(description=COLUMNS["write_norm"])
+    act_times_grad: float = strawberry.field(description=COLUMNS["act_times_grad"])
+    direct_effect: float = strawberry.field(description=COLUMNS["direct_effect"])
 
     @classmethod
     def of(cls, e: TableEntry, v: CoreNodeValues) -> NodeTableRow:
-        return cls(
-            **_entry_fields(e),  # type: ignore[arg-type]
-            activation=v.activation,
-            write_norm=v.write_norm,
-            act_times_grad=v.act_times_grad,
-            direct_effect=v.direct_effect,
-        )
+        return cls(**_entry_fields(e), **_value_fields(v))
 
 
 @strawberry.type(
@@ -139,7 +143,7 @@ class NodeTableComparisonRow:
         cls, e: TableEntry, left: CoreNodeValues, right: CoreNodeValues, diff: CoreNodeValues
     ) -> NodeTableComparisonRow:
         return cls(
-            **_entry_fields(e),  # type: ignore[arg-type]
+            **_entry_fields(e),
             left=NodeValues.of(left),
             right=NodeValues.of(right),
             difference=NodeValues.of(diff),
